@@ -1,0 +1,1 @@
+"""A Lightning research template: sequence and image classifiers driven by LightningCLI."""

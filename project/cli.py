@@ -1,0 +1,104 @@
+"""The command line: `python -m project {fit,validate,test,predict} -c configs/<exp>.yaml`."""
+
+import logging
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from torch.optim import Optimizer
+
+from project.callbacks import MetricsFile
+from project.cli_errors import ConciseArgumentParser
+from project.errors import UserError
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "logs", "name": None},  # name: the experiment, filled in below
+    },
+    "log_every_n_steps": 10,  # Lightning's 50 draws no curve for a short run
+}
+
+
+class ProjectCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="Run folder name under logs/ (default: the first config file's name).",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, validate and test the best checkpoint (what `make train` does).",
+        )
+        # the top-level `optimizer:` / `lr_scheduler:` keys go to the model, which builds its
+        # own parameter groups (a head and a backbone learning rate for image models)
+        parser.add_optimizer_args((Optimizer,), link_to="model.init_args.optimizer")
+        parser.add_lr_scheduler_args(link_to="model.init_args.lr_scheduler")
+        # facts of the data that the model must agree with
+        for fact in ("num_outputs", "task", "input_size"):
+            parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch={epoch}-step={step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        if isinstance(logger, dict) or not hasattr(logger, "init_args"):
+            return
+        if "TensorBoardLogger" in logger.class_path and logger.init_args.get("name") is None:
+            files = config.get("config") or []
+            first = Path(str(files[0])).stem if files else "default"
+            logger.init_args.name = config.experiment or first
+
+    def after_fit(self) -> None:
+        if not self.config.fit.test_after_fit:
+            return
+        best = self.trainer.checkpoint_callback
+        ckpt_path = "best" if best is not None and best.best_model_path else None
+        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def main(args: list[str] | None = None) -> None:
+    # imported here so that the class_path names in configs resolve to these classes
+    import project.data  # noqa: F401
+    import project.models  # noqa: F401
+
+    # "Seed set to N" would precede every one-line error; the seed is in the saved config.yaml
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    try:
+        ProjectCLI(
+            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [MetricsFile()]},
+            parser_class=ConciseArgumentParser,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        sys.exit(2)
+
+
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The `UserError` behind `error`, if any: jsonargparse wraps what classes raise in __init__."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__ or error.__context__
+    return error

@@ -1,0 +1,39 @@
+"""DataLoaders over in-memory tensors that index a whole batch at once.
+
+`DataLoader` hands a dataset's `__getitems__` the list of a batch's indices when it has one;
+indexing each tensor with that list returns the stacked batch directly, so the loader skips
+per-sample `__getitem__` calls and collation (the main cost for small sequences). Samplers stay
+ordinary, so Lightning can still swap in distributed, sequential or overfitting samplers.
+"""
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class TensorBatches(TensorDataset):
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def already_collated(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch
+
+
+def batch_loader(
+    dataset: TensorDataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    return DataLoader(
+        TensorBatches(*dataset.tensors),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=already_collated,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers and num_workers > 0,
+    )

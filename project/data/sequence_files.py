@@ -1,0 +1,115 @@
+"""A user's own sequences from `.npz` or `.pt` files: new data needs a config, not code.
+
+Each file holds `x` shaped `(samples, time)` or `(samples, time, features)`, `y` shaped
+`(samples,)` (class indices, or values for regression) or `(samples, outputs)`, and optionally
+`lengths` `(samples,)` when sequences are zero-padded to a common length.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from project.data.sequences import SequenceDataModule, split_off
+from project.errors import UserError
+from project.models.supervised import Task
+
+EXPECTED = "x (samples, time[, features]), y (samples[, outputs]), optional lengths (samples,)"
+
+
+def load_sequences(path: str | Path, task: Task) -> TensorDataset:
+    """Reads and checks one file; every problem is a one-line `UserError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist (expected a .npz or .pt with {EXPECTED})")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: torch.from_numpy(archive[k]) for k in archive.files}
+        elif path.suffix == ".pt":
+            arrays = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise UserError(f"data file {path}: unknown suffix, use .npz or .pt")
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"data file {path} could not be read ({error})") from None
+    if not isinstance(arrays, dict) or not {"x", "y"} <= set(arrays):
+        raise UserError(f"data file {path} must hold {EXPECTED}")
+    x, y, lengths = arrays["x"], arrays["y"], arrays.get("lengths")
+    if x.dim() == 2:
+        x = x.unsqueeze(-1)
+    if x.dim() != 3:
+        raise UserError(f"data file {path}: x has shape {tuple(x.shape)}, expected {EXPECTED}")
+    if len(y) != len(x) or y.dim() > 2:
+        raise UserError(f"data file {path}: y has shape {tuple(y.shape)}, expected ({len(x)},)")
+    if len(x) == 0:
+        raise UserError(f"data file {path} holds no samples")
+    if task == "classification":
+        if y.dim() != 1 or y.is_floating_point() and not torch.equal(y, y.round()):
+            raise UserError(f"data file {path}: classification needs integer labels y ({len(x)},)")
+        y = y.long()
+    else:
+        y = y.float()
+    tensors = [x.float(), y]
+    if lengths is not None:
+        lengths = lengths.long()
+        if lengths.shape != (len(x),) or lengths.min() < 1 or lengths.max() > x.shape[1]:
+            raise UserError(
+                f"data file {path}: lengths must be ({len(x)},) with values in 1..{x.shape[1]}"
+            )
+        tensors.append(lengths)
+    return TensorDataset(*tensors)
+
+
+class SequenceFileDataModule(SequenceDataModule):
+    """Sequences from files; validation is carved from `train` when no `val` file is given."""
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        test: str | None = None,
+        task: Task = "classification",
+        num_classes: int | None = None,
+        val_size: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 100,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        """
+        Args:
+            train, val, test: paths of `.npz` or `.pt` files (see the module docstring).
+            num_classes: for classification; inferred as `max(y) + 1` over all files if unset.
+            val_size: fraction of `train` held out for validation when `val` is not given.
+        """
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        self.task = task
+        # read now: the model's input size and output count depend on the files
+        files = {"train": train, "val": val, "test": test}
+        data = {s: load_sequences(p, task) for s, p in files.items() if p is not None}
+        self.input_size = data["train"].tensors[0].shape[-1]
+        for split, dataset in data.items():
+            if dataset.tensors[0].shape[-1] != self.input_size:
+                raise UserError(
+                    f"data file {files[split]}: {dataset.tensors[0].shape[-1]} features per step, "
+                    f"but {train} has {self.input_size}"
+                )
+        if task == "classification":
+            labels = torch.cat([d.tensors[1] for d in data.values()])
+            self.num_outputs = num_classes or int(labels.max()) + 1
+            if labels.min() < 0 or labels.max() >= self.num_outputs:
+                raise UserError(
+                    f"labels must lie in 0..{self.num_outputs - 1}, found {int(labels.min())}.."
+                    f"{int(labels.max())} (set data.init_args.num_classes or fix the files)"
+                )
+        else:
+            y = data["train"].tensors[1]
+            self.num_outputs = 1 if y.dim() == 1 else y.shape[1]
+        if "val" not in data:
+            held = max(1, round(val_size * len(data["train"])))
+            data["train"], data["val"] = split_off(data["train"], held, split_seed)
+        self.datasets = data

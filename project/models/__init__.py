@@ -1,0 +1,3 @@
+from project.models.sequence import RecurrentNet, SequenceClassifier
+
+__all__ = ["RecurrentNet", "SequenceClassifier"]

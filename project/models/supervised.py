@@ -1,0 +1,113 @@
+"""What every model of this template shares: loss, metrics, logging and the optimizer."""
+
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MaxMetric, MeanAbsoluteError, MeanSquaredError, MetricCollection, MinMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+Task = Literal["classification", "regression"]
+STAGES = ("train", "val", "test")
+
+
+def task_metrics(task: Task, num_outputs: int) -> MetricCollection:
+    if task == "classification":
+        return MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_outputs, average="micro"),
+                "f1_weighted": MulticlassF1Score(num_outputs, average="weighted"),
+                "f1_macro": MulticlassF1Score(num_outputs, average="macro"),
+            }
+        )
+    return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+
+
+class SupervisedModule(LightningModule):
+    """Trains `self.net` on `(inputs, targets)` or `(inputs, targets, lengths)` batches.
+
+    Subclasses build `self.net` and may override `forward` and `parameter_groups`.
+    The optimizer and scheduler come from the config's top-level `optimizer:` and
+    `lr_scheduler:` keys, which the CLI links here so that models can build parameter groups.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_outputs: int,
+        task: Task = "classification",
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
+        self.task = task
+        self.num_outputs = num_outputs
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.loss_fn = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+        metrics = task_metrics(task, num_outputs)
+        # one copy per stage so train numbers never leak into val ones; the keys end in "_"
+        # because nn.Module already has an attribute called `train`
+        self.stage_metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in STAGES})
+        # the best-so-far value of the headline metric, logged as e.g. `val/acc_best`
+        self.headline = "acc" if task == "classification" else "mse"
+        self.best_val = MaxMetric() if task == "classification" else MinMetric()
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(inputs) if lengths is None else self.net(inputs, lengths)
+
+    def shared_step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        inputs, targets, *lengths = batch
+        outputs = self(inputs, *lengths)
+        if self.task == "regression":
+            outputs = outputs.reshape(targets.shape)
+        loss = self.loss_fn(outputs, targets)
+        metrics = self.stage_metrics[f"{stage}_"]
+        metrics.update(outputs.detach(), targets)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        inputs, _, *lengths = batch
+        outputs = self(inputs, *lengths)
+        return outputs.softmax(-1) if self.task == "classification" else outputs
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        # `compute()` on the epoch metric is already synced across ranks by torchmetrics
+        self.best_val.update(self.stage_metrics["val_"][self.headline].compute())
+        self.log(f"val/{self.headline}_best", self.best_val.compute(), prog_bar=True)
+
+    def parameter_groups(self) -> Iterable[dict] | Iterable[nn.Parameter]:
+        """What the optimizer trains; image models return a backbone and a head group here."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several shapes)
+        # no `optimizer:` in the config: Adam with torch's default learning rate
+        optimizer = (self.optimizer or torch.optim.Adam)(self.parameter_groups())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        monitor = getattr(scheduler, "monitor", None)  # set by Lightning's ReduceLROnPlateau
+        if monitor:
+            config["monitor"] = monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from project.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs the test from an empty folder, so that `logs/` is written there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(*args: str | Path) -> None:
+    """`python -m project ARGS`, in this process (quicker than a subprocess)."""
+    main([str(a) for a in args])
+
+
+def cli_process(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m project ARGS` as a user types it: a new process, its output captured."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "project", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def run_dirs(workdir: Path, experiment: str) -> list[Path]:
+    return sorted((workdir / "logs" / experiment).glob("version_*"))
