@@ -2,15 +2,19 @@
 
 import logging
 import sys
+import time
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from torch.optim import Optimizer
 
 from project.callbacks import MetricsFile
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
+from project.predictions import PredictionsFile
+from project.summary import print_run_summary
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -19,6 +23,25 @@ TRAINER_DEFAULTS = {
     },
     "log_every_n_steps": 10,  # Lightning's 50 draws no curve for a short run
 }
+
+
+class RunConfigFile(SaveConfigCallback):
+    """Saves `config.yaml` when a run is fitted, and shows it in TensorBoard's text tab.
+
+    `validate`/`test`/`predict` of an existing run log into that run's folder (see
+    `ProjectCLI.use_run_folder`), so they must not replace the config that trained it.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            text = self.parser.dump(self.config, skip_none=False)
+            # four leading spaces: TensorBoard renders the text as markdown, this keeps it verbatim
+            experiment.add_text("config", "    " + text.replace("\n", "\n    "))
 
 
 class ProjectCLI(LightningCLI):
@@ -62,14 +85,48 @@ class ProjectCLI(LightningCLI):
             files = config.get("config") or []
             first = Path(str(files[0])).stem if files else "default"
             logger.init_args.name = config.experiment or first
+        if self.subcommand in ("validate", "test", "predict"):
+            self.use_run_folder(config)
+
+    def use_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+        """Evaluating a run's own `config.yaml` logs into that run's folder.
+
+        `--ckpt_path best` (or `last`) then names that run's best (or last) checkpoint.
+        """
+        files = [Path(str(f)) for f in config.get("config") or []]
+        runs = [f.parent for f in files if (f.parent / "checkpoints").is_dir()]
+        if not runs:
+            if config.ckpt_path in ("best", "last"):
+                raise UserError(
+                    f"--ckpt_path {config.ckpt_path} needs a run's config: "
+                    "-c logs/<experiment>/version_N/config.yaml"
+                )
+            return
+        run = runs[0]
+        if config.ckpt_path == "last":
+            config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+        elif config.ckpt_path == "best":
+            best = sorted((run / "checkpoints").glob("best*.ckpt"))
+            if not best:
+                raise UserError(f"{run / 'checkpoints'} holds no best*.ckpt")
+            config.ckpt_path = str(best[-1])
+        logger = config.trainer.logger
+        if hasattr(logger, "init_args") and "TensorBoardLogger" in logger.class_path:
+            logger.init_args.save_dir = str(run.parent.parent)
+            logger.init_args.name = run.parent.name
+            logger.init_args.version = run.name
+
+    def before_fit(self) -> None:
+        self.fit_started = time.monotonic()
 
     def after_fit(self) -> None:
-        if not self.config.fit.test_after_fit:
-            return
         best = self.trainer.checkpoint_callback
-        ckpt_path = "best" if best is not None and best.best_model_path else None
-        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        if self.config.fit.test_after_fit:
+            ckpt_path = "best" if best is not None and best.best_model_path else None
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        if self.trainer.is_global_zero:
+            print_run_summary(self.trainer, time.monotonic() - self.fit_started)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -81,7 +138,11 @@ def main(args: list[str] | None = None) -> None:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     try:
         ProjectCLI(
-            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [MetricsFile()]},
+            trainer_defaults={
+                **TRAINER_DEFAULTS,
+                "callbacks": [MetricsFile(), PredictionsFile(), LearningRateMonitor()],
+            },
+            save_config_callback=RunConfigFile,
             parser_class=ConciseArgumentParser,
             subclass_mode_model=True,
             subclass_mode_data=True,

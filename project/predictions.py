@@ -1,0 +1,74 @@
+"""`predict` writes `predictions.csv` into the run folder, one row per sample, in dataset order."""
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def run_folder(trainer: Trainer) -> Path:
+    """The folder of the run being evaluated: the checkpoint's run when one is given."""
+    if trainer.ckpt_path:
+        ckpt = Path(trainer.ckpt_path)
+        if ckpt.parent.name == "checkpoints":
+            return ckpt.parent.parent
+    return Path(trainer.log_dir or ".")
+
+
+class PredictionsFile(BasePredictionWriter):
+    """Columns: `index`, then `predicted` and `prob_<class>` (classification) or `value_<k>`.
+
+    Under DDP each rank writes its share; rank 0 merges them, drops the samples that the
+    distributed sampler repeated to even out the ranks, and sorts by index.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        outputs = torch.cat([p.float().cpu() for p in predictions])
+        indices = torch.tensor([i for batch in batch_indices[0] for i in batch]).reshape(-1)
+        folder = run_folder(trainer)
+        part = folder / f".predictions.rank{trainer.global_rank}.pt"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"indices": indices, "outputs": outputs}, part)
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            parts = [folder / f".predictions.rank{r}.pt" for r in range(trainer.world_size)]
+            rows: dict[int, list[float]] = {}
+            for path in parts:
+                shard = torch.load(path, weights_only=True)
+                for index, values in zip(
+                    shard["indices"].tolist(), shard["outputs"].tolist(), strict=True
+                ):
+                    rows.setdefault(index, values if isinstance(values, list) else [values])
+                path.unlink()
+            self._write_csv(folder / "predictions.csv", rows, pl_module.task)
+        trainer.strategy.barrier()
+
+    @staticmethod
+    def _write_csv(path: Path, rows: dict[int, list[float]], task: str) -> None:
+        width = len(next(iter(rows.values())))
+        if task == "classification":
+            header = ["index", "predicted", *(f"prob_{k}" for k in range(width))]
+        else:
+            header = ["index", *(f"value_{k}" for k in range(width))]
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            for index in sorted(rows):
+                values = rows[index]
+                predicted = (
+                    [max(range(width), key=values.__getitem__)] if task == "classification" else []
+                )
+                writer.writerow([index, *predicted, *(f"{v:.6g}" for v in values)])
