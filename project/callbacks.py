@@ -2,8 +2,29 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
+import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+
+def flat_hparams(trainer: Trainer) -> dict[str, Any]:
+    """The model's and data's hyperparameters as the scalar/str values TensorBoard accepts."""
+    params: dict[str, Any] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix}/{key}" if prefix else str(key), inner)
+        else:
+            params[prefix] = value if isinstance(value, int | float | str | bool) else str(value)
+
+    add("model", dict(trainer.lightning_module.hparams))
+    if trainer.datamodule is not None:
+        add("data", dict(trainer.datamodule.hparams))
+    return params
 
 
 class MetricsFile(Callback):
@@ -11,19 +32,35 @@ class MetricsFile(Callback):
 
     Written after fit (the last validation), after `validate` and after `test`; later values
     replace earlier ones under the same name, so after `make train` the file holds the best
-    checkpoint's val and test metrics.
+    checkpoint's val and test metrics. The same metrics go to TensorBoard's hparams tab beside
+    the run's hyperparameters, so the runs of a sweep compare in one table.
     """
 
     def _write(self, trainer: Trainer, prefixes: tuple[str, ...]) -> None:
-        if not trainer.is_global_zero or trainer.log_dir is None or trainer.sanity_checking:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
+        if not trainer.is_global_zero or log_dir is None or trainer.sanity_checking:
             return
-        path = Path(trainer.log_dir) / "metrics.json"
+        path = Path(log_dir) / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else {}
         metrics.update(
             {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        # The hparams record names the metric tags; TensorBoard shows the latest value of the
+        # scalars logged under those names, so the test metrics logged later appear too.
+        # TensorBoard keeps the first record of a run, so it is written once, here.
+        names = {f"{stage}/{name}" for stage in ("val", "test") for name in pl_module.metric_names}
+        names.add(f"val/{pl_module.headline}_best")
+        records = hparams_summary(flat_hparams(trainer), dict.fromkeys(sorted(names), 0.0))
+        writer = trainer.logger.experiment
+        for record in records:
+            writer.file_writer.add_summary(record)
+        writer.flush()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, ("val/",))
@@ -34,3 +71,10 @@ class MetricsFile(Callback):
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, ("test/",))
+
+
+def confusion_image(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
+    """A row-normalised confusion matrix as a `(3, H, W)` image: white is 0, dark blue is 1."""
+    rows = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    shade = 1 - rows.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    return torch.stack([shade, 0.3 + 0.7 * shade, torch.ones_like(shade)]).clamp(0, 1)

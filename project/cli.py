@@ -17,9 +17,11 @@ from project.predictions import PredictionsFile
 from project.summary import print_run_summary
 
 TRAINER_DEFAULTS = {
+    # `name` (the experiment) is filled in by ProjectCLI; no placeholder hp_metric: the hparams
+    # tab gets the run's real final metrics from MetricsFile
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "logs", "name": None},  # name: the experiment, filled in below
+        "init_args": {"save_dir": "logs", "name": None, "default_hp_metric": False},
     },
     "log_every_n_steps": 10,  # Lightning's 50 draws no curve for a short run
 }

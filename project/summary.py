@@ -19,8 +19,10 @@ def print_run_summary(trainer: Trainer, seconds: float) -> None:
     tests = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))
-    if trainer.log_dir and Path(trainer.log_dir, "config.yaml").exists():
-        run = Path(trainer.log_dir)
+    # the logger's folder, not `trainer.log_dir`: that is a DDP broadcast, and only rank 0 is here
+    log_dir = getattr(trainer.logger, "log_dir", None)
+    if log_dir and Path(log_dir, "config.yaml").exists():
+        run = Path(log_dir)
         lines += [
             f"run folder: {run}  (metrics.json, config.yaml, checkpoints/)",
             f"curves:     tensorboard --logdir {run.parent.parent}   (or: make tensorboard)",

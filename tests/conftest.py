@@ -39,3 +39,20 @@ def cli_process(*args: str | Path, cwd: Path | None = None) -> subprocess.Comple
 
 def run_dirs(workdir: Path, experiment: str) -> list[Path]:
     return sorted((workdir / "logs" / experiment).glob("version_*"))
+
+
+@pytest.fixture
+def finished_run(workdir: Path) -> Path:
+    """A short finished `make train`-style run (2 epochs), in `workdir`."""
+    cli(
+        "fit",
+        "-c",
+        CONFIGS / "gru.yaml",
+        "--trainer.max_epochs",
+        "2",
+        "--test_after_fit",
+        "true",
+        *QUIET,
+    )
+    (run,) = run_dirs(workdir, "gru")
+    return run

@@ -2,6 +2,11 @@
 
 import csv
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -9,26 +14,12 @@ import pytest
 from tests.conftest import CONFIGS, QUIET, cli, run_dirs
 
 
-@pytest.fixture
-def finished_run(workdir: Path, capsys: pytest.CaptureFixture) -> Path:
-    cli(
-        "fit",
-        "-c",
-        CONFIGS / "gru.yaml",
-        "--trainer.max_epochs",
-        "2",
-        "--test_after_fit",
-        "true",
-        *QUIET,
-    )
+def test_fit_ends_with_a_summary(capsys: pytest.CaptureFixture, finished_run: Path) -> None:
     summary = capsys.readouterr().out
-    (run,) = run_dirs(workdir, "gru")
     assert f"best checkpoint: {Path('logs/gru/version_0/checkpoints')}" in summary
-    assert (
-        f"python -m project test -c {Path('logs/gru/version_0')}/config.yaml --ckpt_path best"
-        in summary
-    )
-    return run
+    assert "best val/loss: " in summary and "test: test/acc " in summary
+    command = f"python -m project test -c {Path('logs/gru/version_0')}/config.yaml --ckpt_path best"
+    assert command in summary
 
 
 def test_test_with_the_runs_config_reproduces_its_numbers(finished_run: Path) -> None:
@@ -56,3 +47,73 @@ def test_best_without_a_run_config_is_a_one_line_error(workdir: Path) -> None:
     with pytest.raises(SystemExit) as exit:
         cli("test", "-c", CONFIGS / "gru.yaml", "--ckpt_path", "best", *QUIET)
     assert exit.value.code == 2
+
+
+STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            Path(sys.executable).parent / "tensorboard",
+            "--logdir",
+            finished_run.parents[1],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin"
+
+    def get(path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{base}/{path}", data, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    try:
+        for _ in range(120):  # the server takes a few seconds to start and read the logs
+            try:
+                scalars = get("scalars/tags")["gru/version_0"]
+                break
+            except (OSError, KeyError):
+                time.sleep(0.5)
+        else:
+            pytest.fail("TensorBoard did not serve the run within 60 s")
+        assert {"train/loss_step", "val/acc", "val/acc_best", "test/acc", "lr-Adam"} <= set(scalars)
+
+        images = get("images/tags")["gru/version_0"]
+        assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(images)
+        assert get("text/tags")["gru/version_0"] == ["config/text_summary"]
+
+        groups = get(
+            "hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": STATUSES,
+                "colParams": [],
+                "startIndex": 0,
+                "sliceSize": 10,
+            },
+        )["sessionGroups"]
+        (group,) = groups
+        assert group["hparams"]["model/cell"] == "gru"
+        metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        final = json.loads((finished_run / "metrics.json").read_text())
+        assert metrics["test/acc"] == pytest.approx(final["test/acc"])
+        assert metrics["val/acc"] == pytest.approx(final["val/acc"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

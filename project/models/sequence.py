@@ -80,3 +80,5 @@ class SequenceClassifier(SupervisedModule):
         self.net = RecurrentNet(
             input_size, num_outputs, cell, hidden_size, num_layers, dropout, bidirectional
         )
+        # a batch for export and the model summary; the length is arbitrary (RNNs take any)
+        self.example_input_array = torch.zeros(2, 40, input_size)

@@ -8,7 +8,13 @@ from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MaxMetric, MeanAbsoluteError, MeanSquaredError, MetricCollection, MinMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from project.callbacks import confusion_image
 
 Task = Literal["classification", "regression"]
 STAGES = ("train", "val", "test")
@@ -52,12 +58,19 @@ class SupervisedModule(LightningModule):
         self.lr_scheduler = lr_scheduler
         self.loss_fn = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
         metrics = task_metrics(task, num_outputs)
+        self.metric_names = ["loss", *metrics.keys()]
         # one copy per stage so train numbers never leak into val ones; the keys end in "_"
         # because nn.Module already has an attribute called `train`
         self.stage_metrics = nn.ModuleDict({f"{s}_": metrics.clone(prefix=f"{s}/") for s in STAGES})
         # the best-so-far value of the headline metric, logged as e.g. `val/acc_best`
         self.headline = "acc" if task == "classification" else "mse"
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
+        # drawn into TensorBoard at the end of each validation and test (classification only)
+        self.confusion = nn.ModuleDict(
+            {s: MulticlassConfusionMatrix(num_outputs) for s in ("val_", "test_")}
+            if task == "classification"
+            else {}
+        )
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(inputs) if lengths is None else self.net(inputs, lengths)
@@ -71,9 +84,30 @@ class SupervisedModule(LightningModule):
         metrics = self.stage_metrics[f"{stage}_"]
         metrics.update(outputs.detach(), targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        # under DDP, val/test loss is averaged over every rank's samples (checkpoints pick by it);
+        # the train loss stays per rank, as syncing it would cost an all-reduce per step
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=not on_step,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if f"{stage}_" in self.confusion:
+            self.confusion[f"{stage}_"].update(outputs.detach(), targets)
         return loss
+
+    def draw_confusion(self, stage: str) -> None:
+        if f"{stage}_" not in self.confusion:
+            return
+        matrix = self.confusion[f"{stage}_"]
+        image = confusion_image(matrix.compute())  # synced across ranks by torchmetrics
+        matrix.reset()
+        experiment = getattr(self.logger, "experiment", None)
+        if self.trainer.is_global_zero and hasattr(experiment, "add_image"):
+            experiment.add_image(f"{stage}/confusion_matrix", image, self.global_step)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
@@ -89,9 +123,15 @@ class SupervisedModule(LightningModule):
         outputs = self(inputs, *lengths)
         return outputs.softmax(-1) if self.task == "classification" else outputs
 
+    def on_test_epoch_end(self) -> None:
+        self.draw_confusion("test")
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
+            for matrix in self.confusion.values():
+                matrix.reset()
             return
+        self.draw_confusion("val")
         # `compute()` on the epoch metric is already synced across ranks by torchmetrics
         self.best_val.update(self.stage_metrics["val_"][self.headline].compute())
         self.log(f"val/{self.headline}_best", self.best_val.compute(), prog_bar=True)
