@@ -9,6 +9,8 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from project.errors import TrainingDiverged
+
 
 def flat_hparams(trainer: Trainer) -> dict[str, Any]:
     """The model's and data's hyperparameters as the scalar/str values TensorBoard accepts."""
@@ -78,3 +80,34 @@ def confusion_image(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
     rows = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
     shade = 1 - rows.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
     return torch.stack([shade, 0.3 + 0.7 * shade, torch.ones_like(shade)]).clamp(0, 1)
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops at the first NaN or infinite training loss, naming the step, the metric and the
+    checkpoint to go back to. Raising here, before the next checkpoint is saved, keeps the last
+    good checkpoint from being overwritten with broken weights."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        # every rank must stop together, or the healthy ones wait forever in the next all-reduce
+        if trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).all(), all=False):
+            self._stop(trainer, "train/loss", float(loss))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if not trainer.sanity_checking and loss is not None and not torch.isfinite(loss):
+            self._stop(trainer, "val/loss", float(loss))
+
+    @staticmethod
+    def _stop(trainer: Trainer, metric: str, value: float) -> None:
+        checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+        raise TrainingDiverged(
+            f"{metric} became {value} at step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); "
+            f"training stopped, last good checkpoint: {checkpoint}. Lower the learning rate or "
+            "clip gradients (--trainer.gradient_clip_val 1.0)"
+        )

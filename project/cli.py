@@ -6,13 +6,16 @@ import time
 from pathlib import Path
 
 from lightning import LightningModule, Trainer
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from torch.optim import Optimizer
 
-from project.callbacks import MetricsFile
+from project.callbacks import MetricsFile, StopOnNonFiniteLoss
+from project.checkpoints import check_checkpoint
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
+from project.launch_checks import check_launch
 from project.predictions import PredictionsFile
 from project.summary import print_run_summary
 
@@ -20,7 +23,7 @@ TRAINER_DEFAULTS = {
     # `name` (the experiment) is filled in by ProjectCLI; no placeholder hp_metric: the hparams
     # tab gets the run's real final metrics from MetricsFile
     "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "class_path": "project.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "logs", "name": None, "default_hp_metric": False},
     },
     "log_every_n_steps": 10,  # Lightning's 50 draws no curve for a short run
@@ -80,13 +83,17 @@ class ProjectCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_launch(config.trainer)  # devices vs this machine, Slurm and torchrun: before any work
+        optimizer = config.get("optimizer")
+        lr = optimizer.init_args.get("lr") if optimizer and "init_args" in optimizer else None
+        if isinstance(lr, int | float) and lr <= 0:
+            raise UserError(f"optimizer.init_args.lr must be > 0, got {lr}")
         logger = config.trainer.logger
-        if isinstance(logger, dict) or not hasattr(logger, "init_args"):
-            return
-        if "TensorBoardLogger" in logger.class_path and logger.init_args.get("name") is None:
-            files = config.get("config") or []
-            first = Path(str(files[0])).stem if files else "default"
-            logger.init_args.name = config.experiment or first
+        if hasattr(logger, "init_args") and "TensorBoardLogger" in logger.class_path:
+            if logger.init_args.get("name") is None:
+                files = config.get("config") or []
+                first = Path(str(files[0])).stem if files else "default"
+                logger.init_args.name = config.experiment or first
         if self.subcommand in ("validate", "test", "predict"):
             self.use_run_folder(config)
 
@@ -118,7 +125,23 @@ class ProjectCLI(LightningCLI):
             logger.init_args.name = run.parent.name
             logger.init_args.version = run.name
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads the checkpoint's hyperparameters right after parsing: check the
+        # file first, so a missing, corrupt or code-carrying one is a one-line error
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        if config.get("ckpt_path"):
+            check_checkpoint(config.ckpt_path)
+
+    def check_ckpt_path(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path:
+            check_checkpoint(ckpt_path, self.model)
+
+    before_validate = before_test = before_predict = check_ckpt_path
+
     def before_fit(self) -> None:
+        self.check_ckpt_path()
         self.fit_started = time.monotonic()
 
     def after_fit(self) -> None:
@@ -142,7 +165,12 @@ def main(args: list[str] | None = None) -> None:
         ProjectCLI(
             trainer_defaults={
                 **TRAINER_DEFAULTS,
-                "callbacks": [MetricsFile(), PredictionsFile(), LearningRateMonitor()],
+                "callbacks": [
+                    MetricsFile(),
+                    PredictionsFile(),
+                    LearningRateMonitor(),
+                    StopOnNonFiniteLoss(),
+                ],
             },
             save_config_callback=RunConfigFile,
             parser_class=ConciseArgumentParser,
@@ -156,12 +184,14 @@ def main(args: list[str] | None = None) -> None:
         cause = user_error_in(error)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)  # one line
         sys.exit(2)
 
 
-def user_error_in(error: BaseException | None) -> UserError | None:
-    """The `UserError` behind `error`, if any: jsonargparse wraps what classes raise in __init__."""
-    while error is not None and not isinstance(error, UserError):
+def user_error_in(error: BaseException | None) -> BaseException | None:
+    """The mistake behind `error`, if a user's: our `UserError`, or Lightning's own verdict on
+    a Trainer setting (`MisconfigurationException`). jsonargparse wraps what classes raise in
+    `__init__`, so the whole chain is searched."""
+    while error is not None and not isinstance(error, UserError | MisconfigurationException):
         error = error.__cause__ or error.__context__
     return error

@@ -46,6 +46,9 @@ def load_sequences(path: str | Path, task: Task) -> TensorDataset:
         raise UserError(f"data file {path}: y has shape {tuple(y.shape)}, expected ({len(x)},)")
     if len(x) == 0:
         raise UserError(f"data file {path} holds no samples")
+    for name, values in (("x", x), ("y", y)):
+        if values.is_floating_point() and not torch.isfinite(values).all():
+            raise UserError(f"data file {path}: {name} holds NaN or infinite values")
     if task == "classification":
         if y.dim() != 1 or y.is_floating_point() and not torch.equal(y, y.round()):
             raise UserError(f"data file {path}: classification needs integer labels y ({len(x)},)")

@@ -73,6 +73,9 @@ class SupervisedModule(LightningModule):
         )
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # under "16-true", "bf16-true" or "64-true" the weights change dtype but the data does
+        # not; mixed precision keeps float32 weights, so this is then a no-op
+        inputs = inputs.to(next(self.net.parameters()).dtype)
         return self.net(inputs) if lengths is None else self.net(inputs, lengths)
 
     def shared_step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
@@ -80,6 +83,7 @@ class SupervisedModule(LightningModule):
         outputs = self(inputs, *lengths)
         if self.task == "regression":
             outputs = outputs.reshape(targets.shape)
+            targets = targets.to(outputs.dtype)
         loss = self.loss_fn(outputs, targets)
         metrics = self.stage_metrics[f"{stage}_"]
         metrics.update(outputs.detach(), targets)
@@ -137,12 +141,16 @@ class SupervisedModule(LightningModule):
         self.log(f"val/{self.headline}_best", self.best_val.compute(), prog_bar=True)
 
     def parameter_groups(self) -> Iterable[dict] | Iterable[nn.Parameter]:
-        """What the optimizer trains; image models return a backbone and a head group here."""
+        """What the optimizer trains: parameters, or groups (a group may set `lr_factor`)."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several shapes)
         # no `optimizer:` in the config: Adam with torch's default learning rate
         optimizer = (self.optimizer or torch.optim.Adam)(self.parameter_groups())
+        # a group may train at a multiple of the configured rate (an image backbone at 0.1×);
+        # applied before the scheduler, which takes each group's rate as its starting point
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
