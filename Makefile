@@ -4,9 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXP    ?= gru
 ARGS   ?=
+SWEEP  ?= scripts/slurm/example_sweep.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format tensorboard clean
+.PHONY: help install train finetune test test-fast lint format tensorboard clean slurm-train sweep collect slurm-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,6 +21,9 @@ install: $(VENV)/.installed ## Create .venv and install the project with its dev
 
 train: install ## Fit then test configs/$(EXP).yaml (EXP=gru by default; extra flags in ARGS="...")
 	$(PY) -m project fit -c configs/$(EXP).yaml --test_after_fit true $(ARGS)
+
+finetune: install ## Offline transfer demo: ResNet-18 pretrained on digits 0-4, frozen, on 5-9
+	$(PY) -m project.finetune_demo $(ARGS)
 
 test: install ## Run the whole test suite
 	$(PY) -m pytest -q
@@ -36,7 +40,26 @@ format: install ## Reformat the code with ruff
 tensorboard: install ## Serve logs/ on http://localhost:6006
 	$(VENV)/bin/tensorboard --logdir logs --port 6006
 
+slurm-train: install ## Submit configs/$(EXP).yaml to Slurm (scripts/slurm/train.sbatch; flags in ARGS)
+	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch scripts/slurm/train.sbatch configs/$(EXP).yaml $(ARGS)
+
+sweep: install ## Submit a job array: one run of configs/$(EXP).yaml per line of SWEEP=file
+	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch --array=1-$$(grep -cv '^\s*\(#\|$$\)' $(SWEEP)) \
+		scripts/slurm/sweep.sbatch configs/$(EXP).yaml $(SWEEP) $(ARGS)
+
+collect: install ## Print one table of the metrics.json of every run under logs/$(EXP)
+	$(PY) scripts/collect_metrics.py logs/$(EXP)
+
+slurm-local: ## Start a one-node Slurm cluster here (root; stop: scripts/slurm/local_cluster.sh stop)
+	scripts/slurm/local_cluster.sh start
+
 clean: ## Delete logs, caches and .venv
 	find logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+bench: install ## Benchmark the template against a hand-written loop (logs/bench/results.md)
+	$(PY) scripts/benchmark.py
+
+export: install ## Export a checkpoint to TorchScript and ONNX: make export CKPT=logs/.../last.ckpt
+	$(PY) -m project.export $(CKPT)

@@ -154,32 +154,38 @@ class ProjectCLI(LightningCLI):
             print_run_summary(self.trainer, time.monotonic() - self.fit_started)
 
 
-def main(args: list[str] | None = None) -> None:
+def make_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
+    """The CLI as `python -m project` builds it; `run=False` only instantiates (benchmarks)."""
     # imported here so that the class_path names in configs resolve to these classes
     import project.data  # noqa: F401
     import project.models  # noqa: F401
 
+    return ProjectCLI(
+        trainer_defaults={
+            **TRAINER_DEFAULTS,
+            "callbacks": [
+                MetricsFile(),
+                PredictionsFile(),
+                LearningRateMonitor(),
+                StopOnNonFiniteLoss(),
+            ],
+        },
+        save_config_callback=RunConfigFile,
+        parser_class=ConciseArgumentParser,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
     # "Seed set to N" would precede every one-line error; the seed is in the saved config.yaml
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     try:
-        ProjectCLI(
-            trainer_defaults={
-                **TRAINER_DEFAULTS,
-                "callbacks": [
-                    MetricsFile(),
-                    PredictionsFile(),
-                    LearningRateMonitor(),
-                    StopOnNonFiniteLoss(),
-                ],
-            },
-            save_config_callback=RunConfigFile,
-            parser_class=ConciseArgumentParser,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=42,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        make_cli(args)
     except Exception as error:
         cause = user_error_in(error)
         if cause is None:

@@ -1,0 +1,374 @@
+"""The template's training path against a hand-written PyTorch loop: `make bench`.
+
+For each workload both paths get the same model (same initial weights), the same batches in the
+same order and the same optimizer, built by the CLI from the same config:
+- template: `trainer.fit(...)` exactly as `python -m project fit` runs it (logging, metrics,
+  checkpoints and all), with validation off so that only training steps are compared;
+- hand-written: the seed's loop, `zero_grad` / `loss.backward()` / `step` over the same loader.
+Each measurement runs in a fresh process (peak memory is per process), the two paths alternate,
+and the ratio reported is the median over the repeats of template / hand-written samples per
+second, timed over the steps after a warm-up. Results go to logs/bench/ as JSON and markdown.
+
+    python scripts/benchmark.py                 # all workloads, CPU-sized
+    python scripts/benchmark.py --repeats 5 --only gru_mnist1d
+    python scripts/benchmark.py --gpu           # bigger batches, bf16-mixed, on the GPU
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# name: (config and overrides, steps timed after the warm-up, warm-up steps, what it measures)
+WORKLOADS: dict[str, tuple[list[str], int, int, str]] = {
+    "gru_mnist1d": (
+        ["-c", str(CONFIGS / "gru.yaml")],
+        30,
+        5,
+        "(a) the default experiment: GRU-128 on MNIST-1D, batch 100",
+    ),
+    "resnet18_32px": (
+        [
+            "-c",
+            str(CONFIGS / "image" / "small_cnn.yaml"),
+            "--model.init_args.backbone",
+            "resnet18",
+            "--model.init_args.weights",
+            "null",
+            "--model.init_args.image_size",
+            "32",
+            "--data.init_args.batch_size",
+            "32",
+        ],
+        12,
+        3,
+        "(b) ResNet-18 on 32x32 images (digits upscaled), batch 32",
+    ),
+    "tiny_overhead": (
+        [
+            "-c",
+            str(CONFIGS / "gru.yaml"),
+            "--model.init_args.hidden_size",
+            "8",
+            "--data.init_args.batch_size",
+            "8",
+        ],
+        300,
+        20,
+        "(c) per-step overhead: GRU-8 on MNIST-1D, batch 8",
+    ),
+}
+TARGET_ACCURACY = 0.97  # MNIST-1D test accuracy that `make train` must reach
+GPU_OVERRIDES = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
+GPU_BIG = {
+    "resnet18_32px": ["--data.init_args.batch_size", "256", "--trainer.precision", "bf16-mixed"],
+}
+
+
+def build(args: list[str], validate: bool = False):  # noqa: ANN201 (a ProjectCLI)
+    from project.cli import make_cli
+
+    if not validate:
+        args = [*args, "--trainer.limit_val_batches", "0"]
+    return make_cli([*args, "--trainer.enable_progress_bar", "false"], run=False)
+
+
+def test_accuracy(model, data) -> float:  # noqa: ANN001
+    """Accuracy of `model` on the test split, computed the same way for both paths."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for inputs, targets, *lengths in data.test_dataloader():
+            predicted = model(inputs.to(model.device), *lengths).argmax(-1).cpu()
+            correct += int((predicted == targets).sum())
+            total += len(targets)
+    model.train(was_training)
+    return correct / total
+
+
+def time_to_accuracy(path: str, target: float) -> dict:
+    """Trains the default experiment for its full schedule; after each epoch the test accuracy
+    is probed with the clock stopped. Returns the training seconds until it first reached
+    `target`, and the accuracy at the end."""
+    args = ["-c", str(CONFIGS / "gru.yaml")]
+    history: list[tuple[float, float]] = []  # (training seconds so far, test accuracy)
+    if path == "template":
+        from lightning import Callback
+
+        class Probe(Callback):
+            def __init__(self) -> None:
+                self.elapsed = 0.0
+                self.started = 0.0
+
+            def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+                self.started = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+                # the epoch's validation has run by now: it counts, as it would for a user
+                self.elapsed += time.perf_counter() - self.started
+                history.append((self.elapsed, test_accuracy(pl_module, trainer.datamodule)))
+
+        cli = build([*args, "--trainer.logger.init_args.save_dir", "."], validate=True)
+        cli.trainer.callbacks.append(Probe())
+        cli.datamodule.setup("test")
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    else:
+        cli = build(args)
+        model, data = cli.model, cli.datamodule
+        data.setup("fit")
+        data.setup("test")
+        configured = model.configure_optimizers()
+        optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+        loader = data.train_dataloader()
+        elapsed = 0.0
+        for epoch in range(cli.trainer.max_epochs):
+            started = time.perf_counter()
+            loader.sampler.set_epoch(epoch)
+            model.train()
+            for inputs, targets, *lengths in loader:
+                optimizer.zero_grad()
+                loss = model.loss_fn(model(inputs, *lengths), targets)
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            elapsed += time.perf_counter() - started
+            history.append((elapsed, test_accuracy(model, data)))
+    reached = next((seconds for seconds, accuracy in history if accuracy >= target), None)
+    return {
+        "seconds_to_target": reached,
+        "final_accuracy": history[-1][1],
+        "seconds": history[-1][0],
+    }
+
+
+def peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure_template(args: list[str], steps: int, warmup: int) -> dict:
+    from lightning import Callback
+
+    class StepClock(Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.start = self.end = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            if batch_idx == warmup:
+                _synchronize(pl_module.device.type)
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            self.losses.append(float(outputs["loss"]))
+            if batch_idx == warmup + steps - 1:
+                _synchronize(pl_module.device.type)
+                self.end = time.perf_counter()
+                trainer.should_stop = True
+
+    cli = build([*args, "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", "."])
+    clock = StepClock()
+    cli.trainer.callbacks.append(clock)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    batch = cli.datamodule.batch_size
+    return {
+        "samples_per_s": steps * batch / (clock.end - clock.start),
+        "losses": clock.losses,
+        "peak_mb": peak_memory_mb(cli.model.device.type),
+    }
+
+
+def measure_hand_written(args: list[str], steps: int, warmup: int) -> dict:
+    import torch
+
+    cli = build(args)
+    model, data = cli.model, cli.datamodule
+    device = torch.device("cuda" if "--trainer.accelerator" in args else "cpu")
+    model.to(device).train()
+    data.setup("fit")
+    loader = data.train_dataloader()
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    losses: list[float] = []
+    start = end = 0.0
+    for index, (inputs, targets, *lengths) in enumerate(loader):
+        if index == warmup:
+            _synchronize(device.type)
+            start = time.perf_counter()
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad()
+        loss = model.loss_fn(model(inputs, *lengths), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if index == warmup + steps - 1:
+            _synchronize(device.type)
+            end = time.perf_counter()
+            break
+    return {
+        "samples_per_s": steps * data.batch_size / (end - start),
+        "losses": losses,
+        "peak_mb": peak_memory_mb(device.type),
+    }
+
+
+def _synchronize(device_type: str) -> None:
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def one_measurement(workload: str, path: str, gpu: bool) -> dict:
+    """Runs one path of one workload in a fresh process and returns what it printed."""
+    command = [sys.executable, __file__, "--measure", workload, path]
+    if gpu:
+        command.append("--gpu")
+    with tempfile.TemporaryDirectory() as folder:  # the template's run folder goes here
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"{workload}/{path} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+
+
+def run_all(names: list[str], repeats: int, gpu: bool, out: Path) -> dict:
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "workloads": {}}
+    for name in (n for n in names if n in WORKLOADS):
+        runs: dict[str, list[dict]] = {"template": [], "hand": []}
+        for repeat in range(repeats):
+            # alternate which path goes first, so drift in machine load hits both alike
+            order = ("template", "hand") if repeat % 2 == 0 else ("hand", "template")
+            for path in order:
+                runs[path].append(one_measurement(name, path, gpu))
+        ratios = [
+            t["samples_per_s"] / h["samples_per_s"]
+            for t, h in zip(runs["template"], runs["hand"], strict=True)
+        ]
+        template_losses, hand_losses = runs["template"][0]["losses"], runs["hand"][0]["losses"]
+        agree = len(template_losses) == len(hand_losses) and all(
+            round(a, 5) == round(b, 5) for a, b in zip(template_losses, hand_losses, strict=True)
+        )
+        results["workloads"][name] = {
+            "what": WORKLOADS[name][3],
+            "template_samples_per_s": statistics.median(
+                r["samples_per_s"] for r in runs["template"]
+            ),
+            "hand_samples_per_s": statistics.median(r["samples_per_s"] for r in runs["hand"]),
+            "ratio_median": statistics.median(ratios),
+            "ratios": ratios,
+            "losses_agree_5_decimals": agree,
+            "max_loss_difference": max(
+                (abs(a - b) for a, b in zip(template_losses, hand_losses, strict=False)),
+                default=0.0,
+            ),
+            "template_peak_mb": max(r["peak_mb"] for r in runs["template"]),
+            "hand_peak_mb": max(r["peak_mb"] for r in runs["hand"]),
+        }
+        print(name, json.dumps(results["workloads"][name]), flush=True)
+    if not gpu:
+        runs = {
+            path: one_measurement("time_to_accuracy", path, gpu) for path in ("template", "hand")
+        }
+        results["time_to_accuracy"] = {"target": TARGET_ACCURACY, **runs}
+        print("time_to_accuracy", json.dumps(runs), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Measured {results['date']} on {results['machine']}.",
+        "",
+        "| workload | template samples/s | hand-written samples/s | ratio (median) "
+        "| losses agree (5 dp) | peak MB template / hand |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results["workloads"].values():
+        lines.append(
+            f"| {r['what']} | {r['template_samples_per_s']:.0f} | {r['hand_samples_per_s']:.0f} "
+            f"| {r['ratio_median']:.3f} | {'yes' if r['losses_agree_5_decimals'] else 'no'} "
+            f"| {r['template_peak_mb']:.0f} / {r['hand_peak_mb']:.0f} |"
+        )
+    tta = results.get("time_to_accuracy")
+    if tta:
+        lines += [
+            "",
+            f"Time to {tta['target']:.0%} MNIST-1D test accuracy (default experiment, "
+            "training seconds; the template's include its validation passes):",
+            "",
+            "| path | seconds to target | final accuracy | seconds for all epochs |",
+            "| --- | --- | --- | --- |",
+        ]
+        for path in ("template", "hand"):
+            r = tta[path]
+            to_target = (
+                "not reached" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.1f}"
+            )
+            lines.append(
+                f"| {path} | {to_target} | {r['final_accuracy']:.3f} | {r['seconds']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    everything = [*WORKLOADS, "time_to_accuracy"]
+    parser.add_argument("--only", nargs="+", choices=everything, default=everything)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gpu", action="store_true", help="run on the GPU with bigger batches")
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench")
+    parser.add_argument("--measure", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure and args.measure[0] == "time_to_accuracy":
+        print(json.dumps(time_to_accuracy(args.measure[1], TARGET_ACCURACY)))
+        return
+    if args.measure:
+        name, path = args.measure
+        config, steps, warmup, _ = WORKLOADS[name]
+        if args.gpu:
+            config = [*config, *GPU_OVERRIDES, *GPU_BIG.get(name, [])]
+        measure = measure_template if path == "template" else measure_hand_written
+        print(json.dumps(measure(config, steps, warmup)))
+        return
+    run_all(args.only, args.repeats, args.gpu, args.out)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
