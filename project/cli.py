@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from torch.optim import Optimizer
 
@@ -96,6 +96,12 @@ class ProjectCLI(LightningCLI):
                 logger.init_args.name = config.experiment or first
         if self.subcommand in ("validate", "test", "predict"):
             self.use_run_folder(config)
+        configured = [getattr(c, "class_path", "") for c in config.trainer.callbacks or []]
+        if config.trainer.enable_progress_bar is not False and not any(
+            "ProgressBar" in c for c in configured
+        ):
+            # Rich's bar when the bar is on (a bar in the callbacks while it is off is an error)
+            self.trainer_defaults["callbacks"].append(RichProgressBar())
 
     def use_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
         """Evaluating a run's own `config.yaml` logs into that run's folder.

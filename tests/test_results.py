@@ -117,3 +117,14 @@ def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_progress_bar_is_rich_unless_turned_off(workdir: Path) -> None:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from project.cli import make_cli
+
+    shown = make_cli(["-c", str(CONFIGS / "gru.yaml")], run=False)
+    assert isinstance(shown.trainer.progress_bar_callback, RichProgressBar)
+    hidden = make_cli(["-c", str(CONFIGS / "gru.yaml"), *QUIET], run=False)
+    assert hidden.trainer.progress_bar_callback is None
