@@ -1,19 +1,21 @@
 """Launch mistakes caught before any work starts, each reported as one line (`UserError`).
 
-Left alone, Lightning hangs, trains with fewer processes than asked, or fails with a traceback
-minutes later, depending on the mistake.
+Left alone, depending on the mistake, Lightning waits forever for processes that never start,
+trains with fewer processes than asked, or stops with a traceback.
 """
 
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
+from jsonargparse import Namespace
 
 from project.errors import UserError
 
 
-def check_launch(trainer: Mapping) -> None:
+def check_launch(trainer: Namespace | Mapping[str, Any]) -> None:
     """Checks the `trainer:` config against the machine and the Slurm or torchrun launch."""
     accelerator = str(trainer.get("accelerator") or "auto")
     if accelerator == "auto":  # Lightning's choice, leaving TPUs and MPS aside

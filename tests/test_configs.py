@@ -9,7 +9,10 @@ from tests.conftest import CONFIGS, QUIET, cli, run_dirs
 EXPERIMENTS = sorted(CONFIGS.glob("*.yaml"))
 DEBUG_OVERLAYS = sorted((CONFIGS / "debug").glob("*.yaml"))
 # folders of overlays whose tests live elsewhere, each with the test file that covers it
-OVERLAY_FOLDERS_TESTED_ELSEWHERE: dict[str, str] = {}
+OVERLAY_FOLDERS_TESTED_ELSEWHERE: dict[str, str] = {
+    "trainer": "tests/test_scaling.py",
+    "image": "tests/test_image_configs.py",
+}
 DEFAULT = CONFIGS / "gru.yaml"
 
 

@@ -9,6 +9,8 @@ ordinary, so Lightning can still swap in distributed, sequential or overfitting 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from project.data.resumable import ResumableLoader, SeededShuffle
+
 
 class TensorBatches(TensorDataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
@@ -28,10 +30,13 @@ def batch_loader(
     pin_memory: bool = False,
     persistent_workers: bool = False,
 ) -> DataLoader:
-    return DataLoader(
-        TensorBatches(*dataset.tensors),
+    dataset = TensorBatches(*dataset.tensors)
+    # `sampler` and no `shuffle` argument: Lightning reads a `shuffle=False` as "do not shuffle
+    # under DDP either"; a resumable loader so that a mid-epoch checkpoint resumes exactly
+    return ResumableLoader(
+        dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=SeededShuffle(dataset) if shuffle else None,
         collate_fn=already_collated,
         num_workers=num_workers,
         pin_memory=pin_memory,

@@ -1,0 +1,79 @@
+"""DataLoaders that resume mid-epoch exactly, on one process or many.
+
+Lightning stores a train loader's `state_dict()` in every checkpoint and gives it back through
+`load_state_dict()` on resume (a plain DataLoader has neither, and a mid-epoch resume then starts
+the epoch over with a fresh shuffle). Two things make the resumed epoch the same as the
+interrupted one:
+- the shuffle order is a function of (seed, epoch) alone, like that of Lightning's
+  DistributedSampler, and not of how much the global RNG was used before the epoch began;
+- the loader counts the batches it handed out and, after a restore, replays the epoch's order and
+  skips that many.
+"""
+
+import os
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+
+class SeededShuffle(RandomSampler):
+    """Epoch `e` visits the samples in `randperm(n)` seeded with `seed + e`.
+
+    It is the order a `DistributedSampler(shuffle=True, seed=seed)` splits between ranks, and the
+    seed defaults to the one `seed_everything` set (as Lightning's sampler's does), so one process
+    with batch 2b sees at each step the union of what two DDP ranks with batch b see. Being a
+    `RandomSampler`, Lightning replaces it by that DistributedSampler under DDP.
+    """
+
+    def __init__(self, data_source: Sized, seed: int | None = None) -> None:
+        super().__init__(data_source)
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it at the start of each epoch
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position in the epoch is part of Lightning's checkpoints.
+
+    Skipped batches are fetched and dropped (cheap for in-memory tensors; a loader over costly
+    files would rather skip sampler indices). A checkpoint taken at the end of an epoch cut short
+    by `limit_train_batches` resumes at that offset of the next epoch's order, not at its start.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handed_out = 0  # batches of the current pass given to the training loop
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        epoch = getattr(self.sampler, "epoch", None)  # SeededShuffle or DistributedSampler
+        if self._handed_out >= len(self):  # the pass is over: resume at the next one's start
+            return {"epoch": None if epoch is None else epoch + 1, "batches": 0}
+        return {"epoch": epoch, "batches": self._handed_out}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state  # applied by the next __iter__, which Lightning calls after this
+
+    def __iter__(self) -> Iterator:
+        resume, self._resume = self._resume or {"epoch": None, "batches": 0}, None
+        # with workers, the order is drawn when the iterator is made: set the epoch before that
+        if resume["epoch"] is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(resume["epoch"])
+        batches = super().__iter__()
+        for _ in range(resume["batches"]):
+            next(batches)
+        self._handed_out = resume["batches"]
+        return self._counted(batches)
+
+    def _counted(self, batches: Iterator) -> Iterator:
+        for batch in batches:
+            self._handed_out += 1
+            yield batch

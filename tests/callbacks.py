@@ -1,0 +1,102 @@
+"""Callbacks that tests add to real runs through the CLI (`--trainer.callbacks+=...`)."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+
+def callback_flag(class_name: str, **init_args: object) -> list[str]:
+    """The CLI flags that add `tests.callbacks.<class_name>(**init_args)` to a run."""
+    spec = {"class_path": f"tests.callbacks.{class_name}", "init_args": init_args}
+    return ["--trainer.callbacks+", json.dumps(spec)]
+
+
+def weights_of(module: LightningModule) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+class SaveWeights(Callback):
+    """Each rank saves its weights when fit starts and ends to `<folder>/weights-rank<R>.pt`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.initial: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.initial = weights_of(pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        saved = {"initial": self.initial, "weights": weights_of(pl_module)}
+        saved |= {"world_size": trainer.world_size, "pid": os.getpid()}
+        torch.save(saved, self.folder / f"weights-rank{trainer.global_rank}.pt")
+
+
+def load_weights(folder: Path) -> dict[int, dict]:
+    """`{rank: {"initial": …, "weights": state_dict, "world_size": W, "pid": P}}`."""
+    return {
+        int(p.stem.removeprefix("weights-rank")): torch.load(p, weights_only=True)
+        for p in sorted(folder.glob("weights-rank*.pt"))
+    }
+
+
+class SlowBatches(Callback):
+    """Sleeps after every training batch, so that a test can signal a run mid-epoch; rank 0
+    writes the global step it has reached to `progress` (a file the test polls)."""
+
+    def __init__(self, seconds: float, progress: str) -> None:
+        self.seconds = seconds
+        self.progress = Path(progress)
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        if trainer.is_global_zero:
+            self.progress.write_text(str(trainer.global_step))
+        time.sleep(self.seconds)
+
+
+class TrainingRecord(Callback):
+    """Writes `path` when fit ends: the precision Lightning chose, the dtypes `pl_module.net`
+    returned while training (bf16 under bf16 autocast), and each epoch's mean training loss."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.dtypes: set[str] = set()
+        self.losses: list[float] = []
+        self.epoch_losses: list[float] = []
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        def note_dtype(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+            if module.training:
+                self.dtypes.add(str(output.dtype))
+
+        pl_module.net.register_forward_hook(note_dtype)
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: dict,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        self.losses.append(outputs["loss"].item())
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.epoch_losses.append(sum(self.losses) / len(self.losses))
+        self.losses = []
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = {"precision": trainer.precision, "net_output_dtypes": sorted(self.dtypes)}
+        record["train_loss"] = self.epoch_losses
+        self.path.write_text(json.dumps(record))
