@@ -22,7 +22,7 @@ install: $(VENV)/.installed ## Create .venv and install the project with its dev
 train: install ## Fit then test configs/$(EXP).yaml (EXP=gru by default; extra flags in ARGS="...")
 	$(PY) -m project fit -c configs/$(EXP).yaml --test_after_fit true $(ARGS)
 
-finetune: install ## Offline transfer demo: ResNet-18 pretrained on digits 0-4, frozen, on 5-9
+finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
 	$(PY) -m project.finetune_demo $(ARGS)
 
 test: install ## Run the whole test suite

@@ -1,3 +1,4 @@
+from project.models.image import ImageClassifier, SmallCNN
 from project.models.sequence import RecurrentNet, SequenceClassifier
 
-__all__ = ["RecurrentNet", "SequenceClassifier"]
+__all__ = ["ImageClassifier", "RecurrentNet", "SequenceClassifier", "SmallCNN"]

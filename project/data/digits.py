@@ -1,0 +1,72 @@
+"""scikit-learn's handwritten digits: 1797 images of 8×8 pixels, shipped inside the wheel."""
+
+import torch
+from torch.utils.data import TensorDataset
+from torchvision.transforms import v2
+
+from project.data.images import ImageDataModule, labelled_images
+from project.data.sequences import split_off
+from project.errors import UserError
+
+
+class DigitsDataModule(ImageDataModule):
+    """`load_digits()` as 1×8×8 uint8 images (its 0–16 grey levels scaled to 0–255); offline.
+
+    `classes` keeps some digits only, relabelled 0, 1, … in the order given.
+    """
+
+    def __init__(
+        self,
+        classes: list[int] | None = None,
+        test_fraction: float = 0.2,
+        batch_size: int = 64,
+        augment: bool = True,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        """
+        Args:
+            classes: the digits to keep (default: all ten).
+            test_fraction: share of the images held out for testing (the set has no test split);
+                `val_fraction` is then taken from the rest, both with `split_seed`.
+        """
+        super().__init__(
+            batch_size,
+            augment,
+            val_fraction,
+            split_seed,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+        )
+        self.classes = list(range(10)) if classes is None else list(classes)
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise UserError(f"data.classes must be distinct digits, got {classes}")
+        if not set(self.classes) <= set(range(10)):
+            raise UserError(f"data.classes must be digits 0-9, got {classes}")
+        if not 0 < test_fraction < 1:
+            raise UserError(f"data.test_fraction must be between 0 and 1, got {test_fraction}")
+        self.test_fraction = test_fraction
+        self.num_outputs = len(self.classes)
+        self.input_size = (1, 8, 8)
+
+    def load(self) -> dict[str, TensorDataset]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.as_tensor(digits.images * 255 / 16).round()
+        targets = torch.as_tensor(digits.target)
+        keep = torch.isin(targets, torch.tensor(self.classes))
+        relabel = torch.zeros(10, dtype=torch.int64)
+        relabel[self.classes] = torch.arange(len(self.classes))
+        dataset = labelled_images(images[keep], relabel[targets[keep]])
+        size = round(self.test_fraction * len(dataset))
+        train, test = split_off(dataset, size, self.split_seed)
+        return {"train": train, "test": test}
+
+    def augmentation(self) -> v2.Transform:
+        # shifts of a pixel and small rotations; no flips, which would change some digits
+        return v2.RandomAffine(degrees=10, translate=(0.125, 0.125))

@@ -1,0 +1,154 @@
+"""Your own images: one subfolder per class, decoded from disk as batches are drawn."""
+
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from project.errors import UserError
+from project.models.supervised import Task
+
+SPLITS = ("train", "val", "test")
+
+
+def class_names(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """`root/{train,val,test}/<class>/<image>`, or `root/<class>/<image>` split with a fixed seed.
+
+    Images are read when drawn (in `num_workers` processes), so a folder of any size fits; each
+    is converted to RGB and brought to `image_size`: a random resized crop and a flip for
+    training (with `augment`), a resize and a center crop otherwise. The model then applies
+    its weights' preprocessing; the default 256 is what ResNet's weights resize to before their
+    224 crop, which leaves that resize a no-op.
+    """
+
+    task: Task = "classification"
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        augment: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        """
+        Args:
+            root: a folder with `train/` (and optionally `val/`, `test/`) class folders, or
+                class folders directly.
+            val_fraction, test_fraction: shares of the images held out, with `split_seed`, when
+                `root` has no such subfolder (a missing `val/` is carved from `train/`).
+        """
+        super().__init__()
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"image folder {root} not found")
+        self.folders = {s: self.root / s for s in SPLITS if (self.root / s).is_dir()}
+        if "train" not in self.folders:  # one folder of classes: every split comes from it
+            self.folders = {}
+        self.classes = class_names(self.folders.get("train", self.root))
+        if not self.classes:
+            raise UserError(f"{self.folders.get('train', self.root)} has no class subfolders")
+        for folder in self.folders.values():
+            if class_names(folder) != self.classes:
+                raise UserError(
+                    f"{folder} has classes {class_names(folder)}, train has {self.classes}"
+                )
+        if not 0 < val_fraction < 1:  # validation picks the checkpoints: it cannot be empty
+            raise UserError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        if not 0 <= test_fraction < 1:
+            raise UserError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
+        self.image_size = image_size
+        self.augment = augment
+        self.fractions = {"val": val_fraction, "test": test_fraction}
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.loader_options = dict(
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,  # torch refuses it at 0
+        )
+        self.num_outputs = len(self.classes)
+        self.input_size = (3, image_size, image_size)
+        self.datasets: dict[str, Dataset] = {}
+
+    def transform(self, train: bool) -> v2.Transform:
+        size = self.image_size
+        if train and self.augment:
+            steps = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()]
+        else:
+            steps = [v2.Resize(size), v2.CenterCrop(size)]
+        # uint8 tensors out: the model converts them, after the batch reached its device
+        return v2.Compose([v2.ToImage(), *steps, v2.ToPureTensor()])
+
+    def read(self, folder: Path, train: bool) -> ImageFolder:
+        try:
+            return ImageFolder(str(folder), transform=self.transform(train))
+        except FileNotFoundError as error:  # a class folder without images
+            raise UserError(f"{folder}: {error}") from None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if not self.folders:
+            self.datasets = self.split_one_folder()
+            return
+        for split, folder in self.folders.items():
+            self.datasets[split] = self.read(folder, train=split == "train")
+        if "val" not in self.datasets:
+            train, val = (
+                self.read(self.folders["train"], True),
+                self.read(self.folders["train"], False),
+            )
+            order = self.permutation(len(train))
+            held = round(self.fractions["val"] * len(train))
+            self.datasets["train"] = Subset(train, order[held:])
+            self.datasets["val"] = Subset(val, order[:held])
+
+    def split_one_folder(self) -> dict[str, Dataset]:
+        train, other = self.read(self.root, True), self.read(self.root, False)
+        order = self.permutation(len(train))
+        sizes = {split: round(fraction * len(train)) for split, fraction in self.fractions.items()}
+        val, test = order[: sizes["val"]], order[sizes["val"] : sizes["val"] + sizes["test"]]
+        rest = order[sizes["val"] + sizes["test"] :]
+        return {
+            "train": Subset(train, rest),
+            "val": Subset(other, val),
+            "test": Subset(other, test),
+        }
+
+    def permutation(self, n: int) -> list[int]:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if not len(self.datasets.get(split, ())):
+            raise UserError(f"{self.root} has no {split} images")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            **self.loader_options,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,109 @@
+"""The base of the in-memory image DataModules: uint8 images `(N, C, H, W)` and class labels."""
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms import v2
+
+from project.data.batches import batch_loader
+from project.data.sequences import split_off
+from project.errors import UserError
+from project.models.supervised import Task
+
+
+class ImageDataModule(LightningDataModule):
+    """Serves `(images, labels)` batches of uint8 images held in memory.
+
+    Images stay uint8 at their own size (a quarter of the memory of floats, and of the transfer
+    to the GPU); the model converts and resizes them. Subclasses set `num_outputs` and
+    `input_size` `(channels, height, width)` in `__init__` (the CLI passes them to the model),
+    return their splits from `load()` and their training augmentation from `augmentation()`.
+    """
+
+    num_outputs: int
+    input_size: tuple[int, int, int]
+    task: Task = "classification"
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        augment: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        """
+        Args:
+            augment: apply `augmentation()` to each training image (random crops, flips, …).
+            val_fraction: share of the training images held out for validation, when the source
+                has no validation split; `split_seed` fixes which.
+        """
+        super().__init__()
+        if batch_size <= 0:
+            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if not 0 < val_fraction < 1:
+            raise UserError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        self.batch_size = batch_size
+        self.augment = augment
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.loader_options = dict(
+            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers
+        )
+        self.datasets: dict[str, TensorDataset] = {}
+        self.transform: v2.Transform | None = None
+
+    def load(self) -> dict[str, TensorDataset]:
+        """`train` and `test` (and `val` if the source has one): uint8 images, int64 labels."""
+        raise NotImplementedError
+
+    def augmentation(self) -> v2.Transform | None:
+        """What each training image goes through, one image at a time; None: nothing."""
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits = self.load()
+        if "val" not in splits:
+            train = splits.pop("train")
+            size = max(1, round(self.val_fraction * len(train)))
+            splits["train"], splits["val"] = split_off(train, size, self.split_seed)
+        self.datasets = splits
+        self.transform = self.augmentation() if self.augment else None
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        # per image, so that each gets its own random crop; on the batch's device, after the
+        # loader, which stays the plain in-memory one (see project/data/batches.py). The model
+        # summary sends its example input (a bare tensor) through this hook too: left alone.
+        training = self.trainer is not None and self.trainer.training
+        if self.transform is None or not training or not isinstance(batch, tuple | list):
+            return batch
+        images, *rest = batch
+        return (torch.stack([self.transform(image) for image in images]), *rest)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise UserError(f"{type(self).__name__} has no {split} split")
+        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def labelled_images(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
+    """A dataset of uint8 `(N, C, H, W)` images (a channel axis is added to `(N, H, W)`)."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    return TensorDataset(images.to(torch.uint8).contiguous(), labels.to(torch.int64))
