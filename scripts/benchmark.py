@@ -216,7 +216,7 @@ def measure_hand_written(args: list[str], steps: int, warmup: int) -> dict:
         loss = model.loss_fn(model(inputs, *lengths), targets)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if index == warmup + steps - 1:
             _synchronize(device.type)
             end = time.perf_counter()
@@ -235,11 +235,10 @@ def _synchronize(device_type: str) -> None:
         torch.cuda.synchronize()
 
 
-def one_measurement(workload: str, path: str, gpu: bool) -> dict:
+def one_measurement(workload: str, path: str, gpu: bool, quick: bool = False) -> dict:
     """Runs one path of one workload in a fresh process and returns what it printed."""
     command = [sys.executable, __file__, "--measure", workload, path]
-    if gpu:
-        command.append("--gpu")
+    command += ["--gpu"] * gpu + ["--quick"] * quick
     with tempfile.TemporaryDirectory() as folder:  # the template's run folder goes here
         result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -263,7 +262,7 @@ def machine() -> str:
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
-def run_all(names: list[str], repeats: int, gpu: bool, out: Path) -> dict:
+def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = False) -> dict:
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "workloads": {}}
     for name in (n for n in names if n in WORKLOADS):
         runs: dict[str, list[dict]] = {"template": [], "hand": []}
@@ -271,7 +270,7 @@ def run_all(names: list[str], repeats: int, gpu: bool, out: Path) -> dict:
             # alternate which path goes first, so drift in machine load hits both alike
             order = ("template", "hand") if repeat % 2 == 0 else ("hand", "template")
             for path in order:
-                runs[path].append(one_measurement(name, path, gpu))
+                runs[path].append(one_measurement(name, path, gpu, quick))
         ratios = [
             t["samples_per_s"] / h["samples_per_s"]
             for t, h in zip(runs["template"], runs["hand"], strict=True)
@@ -352,6 +351,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=everything, default=everything)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="run on the GPU with bigger batches")
+    parser.add_argument("--quick", action="store_true", help="20 timed steps: checks, not figures")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench")
     parser.add_argument("--measure", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -361,12 +361,14 @@ def main() -> None:
     if args.measure:
         name, path = args.measure
         config, steps, warmup, _ = WORKLOADS[name]
+        if args.quick:
+            steps, warmup = 20, 2
         if args.gpu:
             config = [*config, *GPU_OVERRIDES, *GPU_BIG.get(name, [])]
         measure = measure_template if path == "template" else measure_hand_written
         print(json.dumps(measure(config, steps, warmup)))
         return
-    run_all(args.only, args.repeats, args.gpu, args.out)
+    run_all(args.only, args.repeats, args.gpu, args.out, args.quick)
 
 
 if __name__ == "__main__":

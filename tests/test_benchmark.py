@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 def test_template_and_hand_written_loop_take_identical_steps(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, ROOT / "scripts" / "benchmark.py", "--only", "tiny_overhead",
-         "--repeats", "1", "--out", tmp_path],
+         "--repeats", "1", "--quick", "--out", tmp_path],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     result = json.loads((tmp_path / "results.json").read_text())["workloads"]["tiny_overhead"]
