@@ -7,7 +7,7 @@ ARGS   ?=
 SWEEP  ?= scripts/slurm/example_sweep.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install train finetune test test-fast lint format tensorboard clean slurm-train sweep collect slurm-local
+.PHONY: help install train resume finetune test test-fast lint format tensorboard clean slurm-train sweep collect slurm-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ install: $(VENV)/.installed ## Create .venv and install the project with its dev
 
 train: install ## Fit then test configs/$(EXP).yaml (EXP=gru by default; extra flags in ARGS="...")
 	$(PY) -m project fit -c configs/$(EXP).yaml --test_after_fit true $(ARGS)
+
+resume: install ## Continue the newest run of EXP after Ctrl-C, SIGTERM or a kill (or RUN=logs/<exp>/version_N)
+	@run=$${RUN:-$$(ls -d logs/$(EXP)/version_* 2>/dev/null | sort -V | tail -n 1)}; \
+	test -n "$$run" || { echo "error: no run in logs/$(EXP)/ to resume" >&2; exit 2; }; \
+	echo "resuming $$run"; \
+	$(PY) -m project fit -c $$run/config.yaml --ckpt_path last $(ARGS)
 
 finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
 	$(PY) -m project.finetune_demo $(ARGS)

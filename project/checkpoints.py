@@ -1,10 +1,14 @@
-"""Checks a checkpoint given with `--ckpt_path` before any work, so a wrong one costs one line."""
+"""Checks a checkpoint given with `--ckpt_path` before any work, so a wrong one costs one line;
+writes checkpoints so that a kill mid-write never costs the previous one."""
 
+import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.errors import UserError
 
@@ -58,3 +62,37 @@ def check_checkpoint(path: str | Path, model: LightningModule | None = None) -> 
                 f"{tuple(state[key].shape)} there and {tuple(value.shape)} here "
                 "(trained on data with another number of classes or input size?)"
             )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `<name>.tmp` beside the checkpoint, flushes it to disk, then renames it over the
+    checkpoint: at every instant the file at `path` is the old checkpoint or the new one, whole.
+
+    Lightning's own writer (2.6) stages the file in the system temp folder (`/tmp`) and moves it
+    into place; when that is another filesystem (a tmpfs `/tmp`, logs on NFS or Lustre), the move
+    is a copy onto the checkpoint itself, and a kill during the copy leaves it truncated, the
+    previous checkpoint already overwritten. A rename within one folder cannot be half done.
+    Remote paths (`s3://...`) go to Lightning's writer, whose object stores replace files whole.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # Lightning's error, or remote
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one fixed name per target: a write killed halfway leaves one stray file, which the next
+        # save of the same checkpoint replaces (only rank 0 writes, so no two processes share it)
+        partial = path.with_name(f".{path.name}.tmp")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())  # the data is on disk before the name points at it
+        os.replace(partial, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # ... and the rename itself survives a power cut
+        finally:
+            os.close(folder)

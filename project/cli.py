@@ -9,14 +9,16 @@ from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.optim import Optimizer
 
 from project.callbacks import MetricsFile, StopOnNonFiniteLoss
-from project.checkpoints import check_checkpoint
+from project.checkpoints import AtomicCheckpointIO, check_checkpoint, read_checkpoint
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
 from project.launch_checks import check_launch
 from project.predictions import PredictionsFile
+from project.resume import LastCheckpoint, latest_checkpoint, resumed_step
 from project.summary import print_run_summary
 
 TRAINER_DEFAULTS = {
@@ -38,7 +40,14 @@ class RunConfigFile(SaveConfigCallback):
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
+        # a run resumed in its own folder (`fit -c <run>/config.yaml --ckpt_path last`) keeps
+        # the config and the config text it was started with
+        ckpt_path = self.config.get("ckpt_path")
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
+        resumed = (
+            ckpt_path and log_dir and Path(log_dir).resolve() in Path(ckpt_path).resolve().parents
+        )
+        if stage == "fit" and not resumed:
             super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -78,8 +87,13 @@ class ProjectCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch={epoch}-step={step}",
                 "checkpoint.auto_insert_metric_name": False,
+                # a resumed run saves over its own last.ckpt instead of adding last-v1.ckpt
+                "checkpoint.enable_version_counter": False,
             }
         )
+        # not instantiated by the parser: `before_instantiate_classes` adds it after the
+        # callbacks that must see a step before it is saved (StopOnNonFiniteLoss)
+        parser.add_class_arguments(LastCheckpoint, "last_checkpoint", instantiate=False)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -94,7 +108,19 @@ class ProjectCLI(LightningCLI):
                 files = config.get("config") or []
                 first = Path(str(files[0])).stem if files else "default"
                 logger.init_args.name = config.experiment or first
-        if self.subcommand in ("validate", "test", "predict"):
+            if (
+                self.subcommand == "fit"
+                and logger.class_path == "project.loggers.TensorBoardLogger"
+            ):
+                # the mark TensorBoard ignores, in a new folder; none in a folder that has curves
+                # (a requeued Slurm job's), where a mark at 0 would hide them all. A resumed
+                # run's own step: `use_run_folder`
+                version = logger.init_args.get("version")
+                version = version if isinstance(version, str) else f"version_{version}"
+                folder = Path(str(logger.init_args.save_dir), logger.init_args.name, version)
+                has_curves = any(folder.glob("events.out.tfevents.*"))
+                logger.init_args.purge_step = None if has_curves else 0
+        if self.subcommand in ("validate", "test", "predict") or config.get("ckpt_path"):
             self.use_run_folder(config)
         configured = [getattr(c, "class_path", "") for c in config.trainer.callbacks or []]
         if config.trainer.enable_progress_bar is not False and not any(
@@ -102,24 +128,36 @@ class ProjectCLI(LightningCLI):
         ):
             # Rich's bar when the bar is on (a bar in the callbacks while it is off is an error)
             self.trainer_defaults["callbacks"].append(RichProgressBar())
+        if self.subcommand == "fit":
+            # last in the list: StopOnNonFiniteLoss stops a NaN step before it can be saved
+            last = LastCheckpoint(**config.last_checkpoint.as_dict())
+            self.trainer_defaults["callbacks"].append(last)
 
     def use_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
-        """Evaluating a run's own `config.yaml` logs into that run's folder.
+        """Evaluating a run's own `config.yaml`, or resuming it (`fit` with a `--ckpt_path`),
+        logs into that run's folder, so its TensorBoard curves continue there.
 
-        `--ckpt_path best` (or `last`) then names that run's best (or last) checkpoint.
+        `--ckpt_path best` (or `last`) then names that run's best checkpoint (or the newest it can
+        resume from).
         """
         files = [Path(str(f)) for f in config.get("config") or []]
         runs = [f.parent for f in files if (f.parent / "checkpoints").is_dir()]
         if not runs:
             if config.ckpt_path in ("best", "last"):
+                started = [f.parent for f in files if f.name == "config.yaml"]
                 raise UserError(
-                    f"--ckpt_path {config.ckpt_path} needs a run's config: "
+                    f"{started[0]} holds no checkpoint yet: start it again without --ckpt_path"
+                    if started
+                    else f"--ckpt_path {config.ckpt_path} needs a run's config: "
                     "-c logs/<experiment>/version_N/config.yaml"
                 )
             return
         run = runs[0]
         if config.ckpt_path == "last":
-            config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+            latest = latest_checkpoint(run)
+            if latest is None:
+                raise UserError(f"{run / 'checkpoints'} holds no last.ckpt")
+            config.ckpt_path = str(latest)
         elif config.ckpt_path == "best":
             best = sorted((run / "checkpoints").glob("best*.ckpt"))
             if not best:
@@ -127,9 +165,30 @@ class ProjectCLI(LightningCLI):
             config.ckpt_path = str(best[-1])
         logger = config.trainer.logger
         if hasattr(logger, "init_args") and "TensorBoardLogger" in logger.class_path:
-            logger.init_args.save_dir = str(run.parent.parent)
+            # the config's own spelling of the folder when it is the same one: checkpoints hold
+            # it, and ModelCheckpoint restores its state only for the folder it saved it from
+            if Path(str(logger.init_args.save_dir)).resolve() != run.parent.parent.resolve():
+                logger.init_args.save_dir = str(run.parent.parent)
             logger.init_args.name = run.parent.name
             logger.init_args.version = run.name
+            if logger.class_path == "project.loggers.TensorBoardLogger":
+                # a file: Lightning's keywords (`hpc`) name none yet; validate and friends log
+                # beside the training curves and hide none of them
+                resumed = self.subcommand == "fit" and Path(str(config.ckpt_path)).is_file()
+                step = resumed_step(read_checkpoint(config.ckpt_path)) if resumed else None
+                logger.init_args.purge_step = step
+
+    def instantiate_trainer(self, **kwargs: object) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Lightning's writer can truncate a checkpoint when killed (see AtomicCheckpointIO); set
+        # here and not in `trainer.plugins`, which an overlay (slurm.yaml) or a flag replaces
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        plugins = config.trainer.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        chosen = any(isinstance(plugin, CheckpointIO) for plugin in plugins)
+        if not chosen and type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
         super().parse_arguments(parser, args)

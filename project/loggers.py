@@ -1,6 +1,9 @@
-"""Lightning's TensorBoard logger, with version folders that two runs can never share."""
+"""Lightning's TensorBoard logger, with version folders that two runs can never share, and
+curves that continue, without a doubled stretch, when a run is resumed."""
 
 import os
+from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -12,7 +15,25 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     Lightning picks "highest existing version + 1", which two processes starting together both
     pick. `os.mkdir` succeeds for exactly one of them; the other moves on to the next number.
     Only rank 0 claims: the other ranks of a DDP run receive rank 0's folder from Lightning.
+
+    `purge_step` (set by the CLI: 0 for a new `fit`, the checkpoint's step for a resumed one)
+    marks where this run's events start: TensorBoard then hides whatever earlier event files of
+    the folder hold from that step on, i.e. what a killed run logged after its last checkpoint,
+    which the resumed run logs again. TensorBoard ignores the first such mark of a folder,
+    hence the one at step 0.
     """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        purge_step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if purge_step is not None:
+            kwargs["purge_step"] = purge_step  # for torch's SummaryWriter
+        super().__init__(save_dir, name, version, **kwargs)
 
     def _get_next_version(self) -> int:
         version = super()._get_next_version()

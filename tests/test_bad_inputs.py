@@ -146,6 +146,18 @@ CATALOGUE = {
         plain("fit", "-c", GRU, "--trainer.max_epochs", "-5"),
         "`max_epochs` must be a non-negative integer or -1. You passed in -5.",
     ),
+    "resume without a run's config": (
+        plain("fit", "-c", GRU, "--ckpt_path", "last"),
+        "--ckpt_path last needs a run's config: -c logs/<experiment>/version_N/config.yaml",
+    ),
+    "non-positive checkpoint interval": (
+        plain("fit", "-c", GRU, "--last_checkpoint.every_n_train_steps", "0"),
+        "last_checkpoint.every_n_train_steps must be > 0 or null, got 0",
+    ),
+    "unknown signal": (
+        plain("fit", "-c", GRU, "--last_checkpoint.signals", "[SIGFOO]"),
+        "unknown signal 'SIGFOO'",
+    ),
 }
 
 

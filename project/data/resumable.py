@@ -67,6 +67,13 @@ class ResumableLoader(DataLoader):
         # with workers, the order is drawn when the iterator is made: set the epoch before that
         if resume["epoch"] is not None and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(resume["epoch"])
+        # a pass draws its workers' base seed from `generator`, by default from the global RNG:
+        # that draw would shift the dropout of every later step, and a resumed pass would give
+        # its workers other seeds than the interrupted one. Seeded by (seed, epoch), like the
+        # order, the pass draws nothing from the global RNG and its workers' seeds repeat.
+        seed = getattr(self.sampler, "seed", None)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.generator = torch.Generator().manual_seed(seed + getattr(self.sampler, "epoch", 0))
         batches = super().__iter__()
         for _ in range(resume["batches"]):
             next(batches)

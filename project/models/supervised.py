@@ -140,6 +140,22 @@ class SupervisedModule(LightningModule):
         self.best_val.update(self.stage_metrics["val_"][self.headline].compute())
         self.log(f"val/{self.headline}_best", self.best_val.compute(), prog_bar=True)
 
+    # the best-so-far value is a metric state, not a weight, so it is not in the state_dict:
+    # carried beside it, a resumed run's `val/acc_best` continues instead of starting over
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        (best,) = self.best_val.metric_state.values()
+        checkpoint["best_val"] = best.detach().cpu().clone()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        try:  # only a resumed fit: `validate` of a checkpoint reports that checkpoint alone
+            fitting = self.trainer.state.fn == "fit"
+        except RuntimeError:  # `load_from_checkpoint`, no trainer
+            fitting = False
+        best = checkpoint.get("best_val")
+        if fitting and best is not None and torch.isfinite(best):  # ±inf: no validation yet
+            self.best_val.reset()
+            self.best_val.update(best.to(self.best_val.device))
+
     def parameter_groups(self) -> Iterable[dict] | Iterable[nn.Parameter]:
         """What the optimizer trains: parameters, or groups (a group may set `lr_factor`)."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,286 @@
+"""Nothing lost: a `fit` that is stopped or killed continues where it was, exactly.
+
+    python -m project fit -c logs/<experiment>/version_N/config.yaml --ckpt_path last
+
+- Ctrl-C (SIGINT) or SIGTERM: `last.ckpt` is saved after the current optimizer step and the run
+  stops with a line saying how to resume. A second Ctrl-C stops at once, without saving.
+- SIGKILL, the out-of-memory killer or a power cut cannot be caught: `last.ckpt` is also saved every
+  `every_n_minutes` (and/or `every_n_train_steps`), so such a run loses at most that much.
+
+A resumed run ends with the weights of a run never stopped: the checkpoint holds the weights, the
+optimizer and scheduler, the loops' counters, the training loader's place in its seeded order
+(project/data/resumable.py) and, from this callback, the random number generators (dropout).
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+from project.errors import UserError
+
+
+def as_signal(name: str) -> signal.Signals:
+    """`SIGTERM`, `sigterm` or `TERM` as a signal; a one-line error for an unknown name."""
+    full = name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"
+    if full not in signal.Signals.__members__:
+        raise UserError(f"unknown signal {name!r}: use a name such as SIGINT, SIGTERM or SIGUSR1")
+    return signal.Signals[full]
+
+
+def any_rank(trainer: Trainer, *flags: bool) -> list[bool]:
+    """Each flag, true if it is true on any rank: one collective for all of them."""
+    if trainer.world_size == 1:
+        return list(flags)
+    flags_here = torch.tensor(flags, dtype=torch.float32, device=trainer.strategy.root_device)
+    summed = trainer.strategy.reduce(flags_here, reduce_op="sum")
+    return [value > 0 for value in summed.tolist()]
+
+
+def after_optimizer_step(trainer: Trainer, batch_idx: int) -> bool:
+    """Whether the batch that just ended made an optimizer step, so a checkpoint taken now holds
+    no half-accumulated gradients (Lightning also steps on an epoch's last batch)."""
+    last = trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches
+    return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or last
+
+
+class StopOnSignal(Callback):
+    """Base of the callbacks that save a checkpoint and stop when the process gets a signal.
+
+    The handler only notes the signal. After the next optimizer step, the ranks agree on it
+    (a collective: they may get it during different batches, and all of them must stop after the
+    same one), `save` writes the checkpoint, and the run stops before the following batch, once
+    the step's metrics are logged. Saving inside the handler instead, as Lightning's Slurm
+    auto-requeue does, saves wherever the interpreter happens to be (between backward and the
+    optimizer step, halfway through Adam's update), so the checkpoint may not match its own step
+    counters; under DDP the save's barrier can meet another rank's gradient all-reduce; and
+    DataLoader workers, forked after the handler is set, run it too.
+    """
+
+    def __init__(self, signals: Sequence[str]) -> None:
+        self.signums = [as_signal(name) for name in signals]
+        self.received: signal.Signals | None = None
+        self._pid: int | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._stop: tuple[str, int] | None = None  # (message, exit code) once saved
+
+    def save(self, trainer: Trainer, signum: signal.Signals) -> tuple[str, int]:
+        """Saves the checkpoint (every rank calls it) and returns the line to print and the
+        exit code."""
+        raise NotImplementedError
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # forked DataLoader workers inherit this handler (a terminal's Ctrl-C and Slurm signal
+        # every process): only the trainer's own process takes note
+        if os.getpid() != self._pid:
+            return
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C again: Lightning's own shutdown, nothing saved
+        self.received = signal.Signals(signum)
+        # os.write, not print: a handler that prints can land inside another print
+        os.write(2, f"\n{self.received.name}: stopping after the current step\n".encode())
+
+    def _install(self) -> None:
+        # Python lets only the main thread set handlers
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._pid = os.getpid()
+        for signum in self.signums:
+            previous = signal.signal(signum, self._on_signal)
+            self._previous.setdefault(signum, previous)
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._install()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning sets its own SIGTERM handler after `setup`; it would stop the run at the end
+        # of the batch (or in the middle of a validation) without saving: take the signal back
+        self._install()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, error: BaseException
+    ) -> None:
+        self._restore()  # Lightning skips `teardown` hooks after an exception
+
+    def signalled(self, trainer: Trainer, batch_idx: int, *more: bool) -> list[bool]:
+        """[any rank was signalled, *more (each true on any rank)], agreed after an optimizer
+        step; all false between the batches of an accumulated step."""
+        if self._stop is not None or not after_optimizer_step(trainer, batch_idx):
+            return [False] * (1 + len(more))
+        return any_rank(trainer, self.received is not None, *more)
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        if self.signalled(trainer, batch_idx)[0]:
+            self._stop = self.save(trainer, self.received or self.signums[0])
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        if self._stop is None:
+            return
+        message, code = self._stop
+        if trainer.is_global_zero:
+            print(message, file=sys.stderr, flush=True)
+        sys.exit(code)  # Lightning tears down (on_exception hooks, workers, loggers) and re-raises
+
+
+def rng_states() -> dict[str, Any]:
+    """The generators the model may draw from while training (dropout): torch's, on the CPU
+    and on each GPU. Tensors only, so the checkpoint still loads weights-only."""
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["cpu"])
+    # resumed on other hardware: the CPU's generator still carries over, the GPUs' cannot
+    if len(states.get("cuda", [])) == torch.cuda.device_count() > 0:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class LastCheckpoint(StopOnSignal):
+    """Keeps `checkpoints/last.ckpt` fresh enough that a stopped or killed run loses little.
+
+    It is saved after the current step when one of `signals` arrives (and the run then stops),
+    and every `every_n_minutes` and/or `every_n_train_steps` (off when None), in between the
+    per-epoch saves of the `checkpoint:` callback. A save costs about the checkpoint's size in
+    disk writes: a few MB for the sequence models here, hundreds for a large image model with
+    Adam, which is why the default is by time and not by steps.
+    """
+
+    def __init__(
+        self,
+        every_n_minutes: float | None = 10.0,
+        every_n_train_steps: int | None = None,
+        signals: Sequence[str] = ("SIGINT", "SIGTERM"),
+    ) -> None:
+        """
+        Args:
+            every_n_minutes: refresh last.ckpt this often (a SIGKILL loses at most this much).
+            every_n_train_steps: ... or every this many optimizer steps.
+            signals: save after the current step, then stop (exit code 128 + signal number).
+        """
+        super().__init__(signals)
+        periods = {"every_n_minutes": every_n_minutes, "every_n_train_steps": every_n_train_steps}
+        for name, value in periods.items():
+            if value is not None and value <= 0:
+                raise UserError(f"last_checkpoint.{name} must be > 0 or null, got {value}")
+        self.every_n_minutes = every_n_minutes
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_at = time.monotonic()
+        self._flush_logs = False
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    def path(self, trainer: Trainer) -> Path:
+        """Where ModelCheckpoint writes `last.ckpt`, so that there is one latest checkpoint."""
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+        return Path(folder or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
+
+    def write(self, trainer: Trainer) -> Path:
+        path = self.path(trainer)
+        trainer.save_checkpoint(path, weights_only=False)  # all ranks call it, rank 0 writes
+        self._saved_at = time.monotonic()
+        self._flush_logs = True
+        return path
+
+    def save(self, trainer: Trainer, signum: signal.Signals) -> tuple[str, int]:
+        path = self.write(trainer)
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
+        config = Path(log_dir or ".") / "config.yaml"
+        again = (
+            f"python -m project fit -c {config} --ckpt_path last"
+            if config.exists()
+            else f"--ckpt_path {path}"
+        )
+        message = (
+            f"Stopped by {signum.name} after step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); saved {path}. Resume: {again}"
+        )
+        return message, 128 + signum
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        if trainer.fast_dev_run:  # a smoke test: no checkpoints, as ModelCheckpoint
+            return
+        steps = self.every_n_train_steps
+        minutes = self.every_n_minutes
+        step_due = steps is not None and trainer.global_step % steps == 0
+        time_due = minutes is not None and time.monotonic() - self._saved_at >= 60 * minutes
+        # one collective for both: the clocks of the ranks may disagree
+        signalled, periodic = self.signalled(trainer, batch_idx, step_due or time_due)
+        if signalled:
+            self._stop = self.save(trainer, self.received or self.signums[0])
+        elif periodic:
+            self.write(trainer)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        if self._flush_logs:
+            # the curves up to the checkpoint's step (logged after it was saved) reach the disk
+            # now, and not a few minutes later: after a SIGKILL, the resumed run logs from there
+            for logger in trainer.loggers:
+                logger.save()
+            self._flush_logs = False
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._saved_at = time.monotonic()
+        # restored here, once the sanity check and the training loader have started, and not
+        # when the checkpoint is loaded: a run never stopped draws nothing between the save and
+        # this point either (the loaders draw their workers' seeds from their own generators)
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng_to_restore = state_dict.get("rng")
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest checkpoint a run can resume from: `checkpoints/last*.ckpt` (per epoch, periodic,
+    on Ctrl-C or SIGTERM) or `hpc_ckpt_N.ckpt` (a Slurm requeue)."""
+    found = [*(run / "checkpoints").glob("last*.ckpt"), *run.glob("hpc_ckpt_*.ckpt")]
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def resumed_step(checkpoint: dict) -> int:
+    """The first step a run resumed from `checkpoint` logs: TensorBoard hides what the stopped
+    run logged from there on (written after the checkpoint, so logged again by the resumed run)."""
+    return int(checkpoint.get("global_step", 0))
