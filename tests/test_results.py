@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, QUIET, cli, run_dirs
+from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs
 
 
 def test_fit_ends_with_a_summary(capsys: pytest.CaptureFixture, finished_run: Path) -> None:
@@ -128,3 +128,25 @@ def test_progress_bar_is_rich_unless_turned_off(workdir: Path) -> None:
     assert isinstance(shown.trainer.progress_bar_callback, RichProgressBar)
     hidden = make_cli(["-c", str(CONFIGS / "gru.yaml"), *QUIET], run=False)
     assert hidden.trainer.progress_bar_callback is None
+
+
+@pytest.mark.slow
+def test_predict_under_ddp_matches_one_process(finished_run: Path) -> None:
+    config = finished_run / "config.yaml"
+    cli("predict", "-c", config, "--ckpt_path", "last", *QUIET)
+    alone = (finished_run / "predictions.csv").read_text()
+    (finished_run / "predictions.csv").unlink()
+    result = cli_process(
+        "predict", "-c", config, "--ckpt_path", "last", "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2", "--trainer.strategy", "ddp", *QUIET,
+        cwd=finished_run.parents[2],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (finished_run / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    # each rank predicts half; the merged file holds every sample once, in dataset order
+    assert [int(r["index"]) for r in rows] == list(range(1000))
+    expected = list(csv.DictReader(alone.splitlines()))
+    for got, want in zip(rows, expected, strict=True):
+        assert got["predicted"] == want["predicted"]
+        assert float(got["prob_3"]) == pytest.approx(float(want["prob_3"]), abs=1e-5)
