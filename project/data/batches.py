@@ -7,9 +7,11 @@ ordinary, so Lightning can still swap in distributed, sequential or overfitting 
 """
 
 import torch
+from lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from project.data.resumable import ResumableLoader, SeededShuffle
+from project.errors import UserError
 
 
 class TensorBatches(TensorDataset):
@@ -42,3 +44,43 @@ def batch_loader(
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
     )
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Splits held as tensors in `self.datasets`, served by `batch_loader` with the config's
+    loader settings; the base of the sequence and the in-memory image DataModules."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.loader_options = dict(
+            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers
+        )
+        self.datasets: dict[str, TensorDataset] = {}
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise UserError(f"{type(self).__name__} has no {split} split")
+        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,17 +1,16 @@
 """The base of the in-memory image DataModules: uint8 images `(N, C, H, W)` and class labels."""
 
 import torch
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
-from project.data.batches import batch_loader
+from project.data.batches import InMemoryDataModule
 from project.data.sequences import split_off
 from project.errors import UserError
 from project.models.supervised import Task
 
 
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(InMemoryDataModule):
     """Serves `(images, labels)` batches of uint8 images held in memory.
 
     Images stay uint8 at their own size (a quarter of the memory of floats, and of the transfer
@@ -40,19 +39,12 @@ class ImageDataModule(LightningDataModule):
             val_fraction: share of the training images held out for validation, when the source
                 has no validation split; `split_seed` fixes which.
         """
-        super().__init__()
-        if batch_size <= 0:
-            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         if not 0 < val_fraction < 1:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        self.batch_size = batch_size
         self.augment = augment
         self.val_fraction = val_fraction
         self.split_seed = split_seed
-        self.loader_options = dict(
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers
-        )
-        self.datasets: dict[str, TensorDataset] = {}
         self.transform: v2.Transform | None = None
 
     def load(self) -> dict[str, TensorDataset]:
@@ -83,23 +75,6 @@ class ImageDataModule(LightningDataModule):
             return batch
         images, *rest = batch
         return (torch.stack([self.transform(image) for image in images]), *rest)
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        if split not in self.datasets:
-            raise UserError(f"{type(self).__name__} has no {split} split")
-        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 def labelled_images(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:

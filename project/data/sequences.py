@@ -1,15 +1,14 @@
 """The base of every sequence DataModule: splits held as tensors, loaders built from the config."""
 
 import torch
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from project.data.batches import batch_loader
+from project.data.batches import InMemoryDataModule
 from project.errors import UserError
 from project.models.supervised import Task
 
 
-class SequenceDataModule(LightningDataModule):
+class SequenceDataModule(InMemoryDataModule):
     """Serves `(x, y)` or `(x, y, lengths)` batches with x shaped `(batch, time, features)`.
 
     Subclasses set `input_size`, `num_outputs` and `task` (the CLI passes them to the model)
@@ -27,33 +26,7 @@ class SequenceDataModule(LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
     ) -> None:
-        super().__init__()
-        if batch_size <= 0:
-            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
-        if num_workers < 0:
-            raise UserError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.batch_size = batch_size
-        self.loader_options = dict(
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers
-        )
-        self.datasets: dict[str, TensorDataset] = {}
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        if split not in self.datasets:
-            raise UserError(f"{type(self).__name__} has no {split} split")
-        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
 
 
 def split_off(dataset: TensorDataset, size: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
