@@ -75,13 +75,6 @@ class MetricsFile(Callback):
         self._write(trainer, ("test/",))
 
 
-def confusion_image(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
-    """A row-normalised confusion matrix as a `(3, H, W)` image: white is 0, dark blue is 1."""
-    rows = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
-    shade = 1 - rows.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    return torch.stack([shade, 0.3 + 0.7 * shade, torch.ones_like(shade)]).clamp(0, 1)
-
-
 class StopOnNonFiniteLoss(Callback):
     """Stops at the first NaN or infinite training loss, naming the step, the metric and the
     checkpoint to go back to. Raising here, before the next checkpoint is saved, keeps the last

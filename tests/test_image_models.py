@@ -218,3 +218,36 @@ def test_naming_mistakes_are_one_line(backbone: str, weights: str | None, messag
 def test_inception_refuses_images_its_auxiliary_classifier_cannot_take() -> None:
     with pytest.raises(UserError, match="inception_v3 needs model.image_size >= 299, got 224"):
         ImageClassifier(3, (3, 32, 32), backbone="inception_v3", image_size=224)
+
+
+class DigitValues(DigitsDataModule):
+    """The digits as a regression: the model predicts each digit's value."""
+
+    task = "regression"
+
+    def __init__(self) -> None:
+        super().__init__(batch_size=16, augment=False)
+        self.num_outputs = 1
+
+
+def test_regression_draws_its_predictions_as_values(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = DigitValues()
+    model = ImageClassifier(1, data.input_size, task="regression", backbone=SMALL_CNN)
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=TensorBoardLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    events = EventAccumulator(trainer.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert events.Tags()["images"] == ["val/predictions"]  # no confusion matrix for values
+    (grid,) = events.Images("val/predictions")
+    assert (grid.width, grid.height) == (410, 466)

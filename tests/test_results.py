@@ -1,6 +1,7 @@
 """What a finished run offers: test/predict from its folder, predictions.csv, the summary."""
 
 import csv
+import io
 import json
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs
 
@@ -59,6 +61,11 @@ def free_port() -> int:
 
 
 def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run: Path) -> None:
+    # an image model's run beside the GRU's, as after `make train` and an image experiment
+    tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    cli(
+        "fit", "-c", CONFIGS / "image" / "small_cnn.yaml", *tiny, "--test_after_fit", "true", *QUIET
+    )
     port = free_port()
     server = subprocess.Popen(
         [
@@ -97,6 +104,13 @@ def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run:
         images = get("images/tags")["gru/version_0"]
         assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(images)
         assert get("text/tags")["gru/version_0"] == ["config/text_summary"]
+        images = get("images/tags")["small_cnn/version_0"]
+        assert {"val/predictions", "test/predictions"} <= set(images)
+        (shown,) = get("images/images?run=small_cnn/version_0&tag=test/predictions&sample=0")
+        png = f"{base}/images/individualImage?{shown['query']}"
+        with urllib.request.urlopen(png, timeout=10) as response:
+            grid = Image.open(io.BytesIO(response.read()))
+        assert grid.size == (410, 466)  # 16 captioned tiles of 100×114 pixels, 4 by 4
 
         groups = get(
             "hparams/session_groups",
@@ -108,8 +122,11 @@ def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run:
                 "sliceSize": 10,
             },
         )["sessionGroups"]
-        (group,) = groups
-        assert group["hparams"]["model/cell"] == "gru"
+        by_model = {
+            g["hparams"].get("model/cell", g["hparams"].get("model/backbone")): g for g in groups
+        }
+        assert set(by_model) == {"gru", "small_cnn"}  # one row per run, comparable in one table
+        group = by_model["gru"]
         metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         final = json.loads((finished_run / "metrics.json").read_text())
         assert metrics["test/acc"] == pytest.approx(final["test/acc"])

@@ -38,7 +38,7 @@ TINY = (
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 # epoch-level training metrics average the batches the process saw: after a mid-epoch resume,
 # only those after it (README, "Resuming")
-PER_PROCESS = ("train/loss_epoch", "train/acc", "train/f1_weighted", "train/f1_macro")
+PER_PROCESS = ("train/loss_epoch", "train/acc")
 
 
 def fit(*args: str | Path, cwd: Path) -> subprocess.Popen:

@@ -53,6 +53,9 @@ class CIFAR10DataModule(ImageDataModule):
     rejects any other copy of the format). `download: true` fetches them through torchvision.
     """
 
+    # the label names of the archive's batches.meta, in label order (shown in TensorBoard)
+    classes = "airplane automobile bird cat deer dog frog horse ship truck".split()
+
     def __init__(
         self,
         root: str = "data",

@@ -11,6 +11,7 @@ class FashionMNISTDataModule(MNISTDataModule):
 
     source = datasets.FashionMNIST
     name = "Fashion-MNIST"
+    classes = datasets.FashionMNIST.classes  # "T-shirt/top", "Trouser", …: names in TensorBoard
 
     def augmentation(self) -> v2.Transform:
         # unlike digits, clothes may be mirrored

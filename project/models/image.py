@@ -14,11 +14,13 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
 from project.errors import UserError
+from project.figures import prediction_grid
 from project.finetuning import BackboneFreeze, is_batch_norm
 from project.models.supervised import SupervisedModule, Task
 
 SMALL_CNN = "small_cnn"
 WEIGHT_FILE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin"}
+SAMPLES_SHOWN = 16  # images in TensorBoard's `val/predictions` and `test/predictions` grids
 
 
 class SmallCNN(nn.Module):
@@ -297,6 +299,40 @@ class ImageClassifier(SupervisedModule):
             self.log("train/aux_loss", aux, on_step=False, on_epoch=True)
             loss = loss + self.aux_loss_weight * aux
         return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self.draw_predictions(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        super().test_step(batch, batch_idx)
+        if batch_idx == 0:
+            self.draw_predictions(batch, "test")
+
+    def draw_predictions(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
+        """The first images of the split with their predicted and true labels, into TensorBoard:
+        the same images at every validation, so a run's grids show what it learned when."""
+        if not self.trainer.is_global_zero:
+            return
+        images, targets = batch[0][:SAMPLES_SHOWN], batch[1][:SAMPLES_SHOWN]
+        with torch.no_grad():
+            outputs = self(images)
+        if self.task == "regression":
+            values = outputs.reshape(targets.shape).float().tolist(), targets.float().tolist()
+            predicted, actual = ([f"{value:.3g}" for value in side] for side in values)
+            grid = prediction_grid(images, predicted, actual)
+        else:
+            # names such as CIFAR-10's "cat" or an image folder's, when the data has them
+            names = getattr(self.trainer.datamodule, "classes", None)
+            if names is None or len(names) != self.num_outputs:
+                names = range(self.num_outputs)
+            label = [str(name) for name in names]
+            guesses = outputs.argmax(-1)
+            predicted = [label[k] for k in guesses.tolist()]
+            actual = [label[k] for k in targets.tolist()]
+            grid = prediction_grid(images, predicted, actual, (guesses == targets).tolist())
+        self.log_image(f"{stage}/predictions", grid)
 
     def is_head(self, name: str) -> bool:
         """Whether a parameter or buffer of `net` belongs to the classification head."""
