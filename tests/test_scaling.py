@@ -35,7 +35,7 @@ EXERCISED_BY = {
     "ddp_cpu": "test_two_ddp_processes_match_one_process_with_twice_the_batch and torchrun",
     "fp16": "test_fp16_on_cpu_says_it_uses_bf16",
     # need GPUs to run: here they parse, and without a GPU they stop in one line
-    "gpu": "test_gpu_overlay_without_gpu_is_one_line",
+    "gpu": "test_gpu_overlay_without_gpu_is_one_line, test_gpu_overlay_speedups_apply_on_cpu",
     "ddp": "test_gpu_overlay_without_gpu_is_one_line",
     "multi_node": "test_gpu_overlay_without_gpu_is_one_line",
     "slurm": "test_slurm_overlay_outside_slurm_is_one_line, tests/test_slurm.py",
@@ -390,6 +390,30 @@ def test_gpu_overlay_without_gpu_is_one_line(
         assert exit.value.code == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert "no GPU is visible here" in line, overlay
+
+
+def test_gpu_overlay_speedups_apply_on_cpu(workdir: Path) -> None:
+    # the overlay's settings, run with the CPU: TF32 allowed, channels-last CNN weights, cuDNN
+    # benchmark mode; its test on a GPU is `scripts/benchmark.py --gpu`
+    from project.cli import make_cli
+
+    config = CONFIGS / "image" / "resnet50_throughput.yaml"
+    tiny = ["--data.init_args.num_samples", "8", "--data.init_args.image_size", "32"]
+    tiny += ["--model.init_args.image_size", "32", "--data.init_args.batch_size", "2"]
+    tiny += ["--trainer.max_steps", "1"]
+    settings = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+    try:
+        args = ["fit", "-c", config, "-c", TRAINER / "gpu.yaml", *tiny, *QUIET]
+        run = make_cli([*map(str, args), "--trainer.accelerator", "cpu"])
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.set_float32_matmul_precision(settings[0])
+        torch.backends.cudnn.benchmark = settings[1]
+    conv = run.model.net.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()  # NHWC, not NCHW
+    assert run.trainer.global_step == 1  # and it trained
 
 
 def test_consistent_launches_pass(clean_launch_env: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from project.data.mnist1d_images import MNIST1DImagesDataModule
 from project.data.sequence_files import SequenceFileDataModule
 from project.data.sequences import SequenceDataModule
 from project.data.signal_frequency import SignalFrequencyDataModule
+from project.data.synthetic_images import SyntheticImagesDataModule
 
 __all__ = [
     "CIFAR10DataModule",
@@ -22,4 +23,5 @@ __all__ = [
     "SequenceDataModule",
     "SequenceFileDataModule",
     "SignalFrequencyDataModule",
+    "SyntheticImagesDataModule",
 ]
