@@ -79,6 +79,8 @@ WORKLOADS: dict[str, tuple[list[str], int, int, str]] = {
     ),
 }
 TARGET_ACCURACY = 0.97  # MNIST-1D test accuracy that `make train` must reach
+# the template as `fit` runs it, the seed's hand-written loop, Lightning's loop alone
+PATHS = ("template", "hand", "lightning")
 GPU_OVERLAYS = [
     "-c",
     str(CONFIGS / "trainer" / "gpu.yaml"),
@@ -195,8 +197,20 @@ def throughput(marks: list[float], batch_size: int, device_type: str) -> float:
     return batch_size / statistics.median(b - a for a, b in itertools.pairwise(marks))
 
 
-def measure_template(args: list[str], steps: int, warmup: int) -> dict:
-    from lightning import Callback
+def set_up_gpu_by_hand(model) -> None:  # noqa: ANN001
+    """What configs/trainer/gpu.yaml sets, as a hand-written loop would (autocast: the caller)."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+    model.to(memory_format=torch.channels_last)
+
+
+def measure_template(args: list[str], steps: int, warmup: int, bare: bool, gpu: bool) -> dict:
+    """`bare`: Lightning's loop and nothing of the template (no logger, callbacks, metrics or
+    `self.log`; `training_step` is the hand-written loop's forward and loss): what Lightning
+    itself costs, apart from what the template adds."""
+    from lightning import Callback, Trainer
 
     class StepClock(Callback):
         """The time each timed step starts (and when the last one ends), and every loss."""
@@ -220,8 +234,35 @@ def measure_template(args: list[str], steps: int, warmup: int) -> dict:
 
     cli = build([*args, "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", "."])
     clock = StepClock()
-    cli.trainer.callbacks.append(clock)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if bare:
+
+        class Bare(type(cli.model)):
+            def training_step(self, batch: tuple, batch_idx: int):  # noqa: ANN202
+                inputs, targets, *lengths = batch
+                return self.loss_fn(self(inputs, *lengths), targets)
+
+            def on_train_epoch_end(self) -> None:
+                pass
+
+        cli.model.__class__ = Bare
+        if gpu:
+            set_up_gpu_by_hand(cli.model)
+        trainer = Trainer(
+            accelerator="gpu" if gpu else "cpu",
+            devices=1,
+            precision="bf16-mixed" if gpu else "32-true",
+            max_epochs=1,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[clock],
+        )
+    else:
+        trainer = cli.trainer
+        trainer.callbacks.append(clock)
+    trainer.fit(cli.model, datamodule=cli.datamodule)
     device_type = cli.model.device.type
     return {
         "samples_per_s": throughput(clock.marks, cli.datamodule.batch_size, device_type),
@@ -243,9 +284,7 @@ def measure_hand_written(args: list[str], steps: int, warmup: int, gpu: bool) ->
     model.to(device).train()
     autocast = contextlib.nullcontext()
     if gpu:
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
-        model.to(memory_format=torch.channels_last)
+        set_up_gpu_by_hand(model)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     data.setup("fit")
     if getattr(data, "on_device", False):  # synthetic images: kept on the GPU, as the template does
@@ -312,20 +351,22 @@ def machine() -> str:
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
+def median_ratio(runs: list[dict], hand: list[dict]) -> float:
+    """The median over the repeats of each run's samples/s over the hand loop's of its round."""
+    return statistics.median(
+        r["samples_per_s"] / h["samples_per_s"] for r, h in zip(runs, hand, strict=True)
+    )
+
+
 def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = False) -> dict:
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "workloads": {}}
     workloads = {**WORKLOADS, **GPU_ONLY} if gpu else WORKLOADS
     for name in (n for n in names if n in workloads):
-        runs: dict[str, list[dict]] = {"template": [], "hand": []}
+        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
         for repeat in range(repeats):
-            # alternate which path goes first, so drift in machine load hits both alike
-            order = ("template", "hand") if repeat % 2 == 0 else ("hand", "template")
-            for path in order:
+            # rotate which path goes first, so drift in machine load hits all alike
+            for path in PATHS[repeat % 3 :] + PATHS[: repeat % 3]:
                 runs[path].append(one_measurement(name, path, gpu, quick))
-        ratios = [
-            t["samples_per_s"] / h["samples_per_s"]
-            for t, h in zip(runs["template"], runs["hand"], strict=True)
-        ]
         template_losses, hand_losses = runs["template"][0]["losses"], runs["hand"][0]["losses"]
         agree = len(template_losses) == len(hand_losses) and all(
             round(a, 5) == round(b, 5) for a, b in zip(template_losses, hand_losses, strict=True)
@@ -336,8 +377,11 @@ def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = 
                 r["samples_per_s"] for r in runs["template"]
             ),
             "hand_samples_per_s": statistics.median(r["samples_per_s"] for r in runs["hand"]),
-            "ratio_median": statistics.median(ratios),
-            "ratios": ratios,
+            "lightning_samples_per_s": statistics.median(
+                r["samples_per_s"] for r in runs["lightning"]
+            ),
+            "ratio_median": median_ratio(runs["template"], runs["hand"]),
+            "lightning_ratio_median": median_ratio(runs["lightning"], runs["hand"]),
             "losses_agree_5_decimals": agree,
             "max_loss_difference": max(
                 (abs(a - b) for a, b in zip(template_losses, hand_losses, strict=False)),
@@ -363,16 +407,23 @@ def markdown(results: dict) -> str:
     lines = [
         f"Measured {results['date']} on {results['machine']}.",
         "",
-        "| workload | template samples/s | hand-written samples/s | ratio (median) "
-        "| losses agree (5 dp) | peak MB template / hand |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| workload | template samples/s | hand-written samples/s | template / hand "
+        "| Lightning alone / hand | losses agree (5 dp) | peak MB template / hand |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["workloads"].values():
         lines.append(
             f"| {r['what']} | {r['template_samples_per_s']:.0f} | {r['hand_samples_per_s']:.0f} "
-            f"| {r['ratio_median']:.3f} | {'yes' if r['losses_agree_5_decimals'] else 'no'} "
+            f"| {r['ratio_median']:.3f} | {r['lightning_ratio_median']:.3f} "
+            f"| {'yes' if r['losses_agree_5_decimals'] else 'no'} "
             f"| {r['template_peak_mb']:.0f} / {r['hand_peak_mb']:.0f} |"
         )
+    lines += [
+        "",
+        "Ratios: medians over the repeats of each run's samples/s over the hand-written loop's "
+        "in the same round. Lightning alone: a bare `Trainer` (no logger, callbacks, metrics or "
+        "`self.log`) around the same forward and loss.",
+    ]
     tta = results.get("time_to_accuracy")
     if tta:
         lines += [
@@ -416,10 +467,11 @@ def main() -> None:
             steps, warmup = 20, 2
         if args.gpu:
             config = [*config, *GPU_OVERLAYS, *GPU_BIG.get(name, [])]
-        if path == "template":
-            print(json.dumps(measure_template(config, steps, warmup)))
-        else:
+        if path == "hand":
             print(json.dumps(measure_hand_written(config, steps, warmup, args.gpu)))
+        else:
+            bare = path == "lightning"
+            print(json.dumps(measure_template(config, steps, warmup, bare, args.gpu)))
         return
     run_all(args.only, args.repeats, args.gpu, args.out, args.quick)
 
