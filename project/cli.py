@@ -134,14 +134,21 @@ class ProjectCLI(LightningCLI):
             self.trainer_defaults["callbacks"].append(last)
 
     def use_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
-        """Evaluating a run's own `config.yaml`, or resuming it (`fit` with a `--ckpt_path`),
-        logs into that run's folder, so its TensorBoard curves continue there.
+        """Evaluating a run's own `config.yaml` or one of its checkpoints, or resuming it (`fit`
+        with a `--ckpt_path`), logs into that run's folder: its TensorBoard curves continue
+        there, and `predict` writes its `predictions.csv` there.
 
         `--ckpt_path best` (or `last`) then names that run's best checkpoint (or the newest it can
         resume from).
         """
         files = [Path(str(f)) for f in config.get("config") or []]
         runs = [f.parent for f in files if (f.parent / "checkpoints").is_dir()]
+        checkpoint = Path(str(config.ckpt_path))
+        if (
+            checkpoint.parent.name == "checkpoints"
+            and (checkpoint.parents[1] / "config.yaml").is_file()
+        ):
+            runs = runs or [checkpoint.parents[1]]  # a checkpoint of a run, with another config
         if not runs:
             if config.ckpt_path in ("best", "last"):
                 started = [f.parent for f in files if f.name == "config.yaml"]

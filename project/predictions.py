@@ -10,15 +10,6 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
-def run_folder(trainer: Trainer) -> Path:
-    """The folder of the run being evaluated: the checkpoint's run when one is given."""
-    if trainer.ckpt_path:
-        ckpt = Path(trainer.ckpt_path)
-        if ckpt.parent.name == "checkpoints":
-            return ckpt.parent.parent
-    return Path(trainer.log_dir or ".")
-
-
 class PredictionsFile(BasePredictionWriter):
     """Columns: `index`, then `predicted` and `prob_<class>` (classification) or `value_<k>`.
 
@@ -38,7 +29,7 @@ class PredictionsFile(BasePredictionWriter):
     ) -> None:
         outputs = torch.cat([p.float().cpu() for p in predictions])
         indices = torch.tensor([i for batch in batch_indices[0] for i in batch]).reshape(-1)
-        folder = run_folder(trainer)
+        folder = Path(trainer.log_dir or ".")  # the evaluated run's (`ProjectCLI.use_run_folder`)
         part = folder / f".predictions.rank{trainer.global_rank}.pt"
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"indices": indices, "outputs": outputs}, part)

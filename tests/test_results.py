@@ -45,6 +45,15 @@ def test_predict_writes_every_test_sample_once_in_order(finished_run: Path) -> N
     assert int(rows[0]["predicted"]) == max(range(10), key=probabilities.__getitem__)
 
 
+def test_a_runs_checkpoint_with_the_experiment_config_predicts_into_that_run(
+    finished_run: Path,
+) -> None:
+    checkpoint = finished_run / "checkpoints" / "last.ckpt"
+    cli("predict", "-c", CONFIGS / "gru.yaml", "--ckpt_path", checkpoint, *QUIET)
+    assert (finished_run / "predictions.csv").is_file()
+    assert len(run_dirs(finished_run.parents[2], "gru")) == 1  # no new version folder
+
+
 def test_best_without_a_run_config_is_a_one_line_error(workdir: Path) -> None:
     with pytest.raises(SystemExit) as exit:
         cli("test", "-c", CONFIGS / "gru.yaml", "--ckpt_path", "best", *QUIET)
