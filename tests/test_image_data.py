@@ -169,6 +169,11 @@ def test_image_folder_mistakes_are_one_line(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "val", {"a": 1, "x": 1})
     with pytest.raises(UserError, match=r"val has classes \['a', 'x'\], train has \['a', 'b'\]"):
         ImageFolderDataModule(str(tmp_path))
+    # the loader settings are checked as for every DataModule (SplitsDataModule)
+    with pytest.raises(UserError, match="data.batch_size must be a positive integer, got 0"):
+        ImageFolderDataModule(str(tmp_path / "train"), batch_size=0)
+    with pytest.raises(UserError, match="data.num_workers must be >= 0, got -1"):
+        ImageFolderDataModule(str(tmp_path / "train"), num_workers=-1)
 
 
 def test_augmentation_is_per_image_and_in_training_only(tmp_path: Path) -> None:

@@ -4,11 +4,13 @@
 indexing each tensor with that list returns the stacked batch directly, so the loader skips
 per-sample `__getitem__` calls and collation (the main cost for small sequences). Samplers stay
 ordinary, so Lightning can still swap in distributed, sequential or overfitting samplers.
+
+`SplitsDataModule`, the base of every DataModule here, holds the loader settings they share.
 """
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from project.data.resumable import ResumableLoader, SeededShuffle
 from project.errors import UserError
@@ -42,13 +44,14 @@ def batch_loader(
         collate_fn=already_collated,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=persistent_workers and num_workers > 0,
+        persistent_workers=persistent_workers,
     )
 
 
-class InMemoryDataModule(LightningDataModule):
-    """Splits held as tensors in `self.datasets`, served by `batch_loader` with the config's
-    loader settings; the base of the sequence and the in-memory image DataModules."""
+class SplitsDataModule(LightningDataModule):
+    """Splits in `self.datasets`, served with the config's batch size and loader settings; the
+    base of every DataModule here. Subclasses fill `datasets` in `setup` and build one loader in
+    `_loader`."""
 
     def __init__(
         self,
@@ -64,14 +67,14 @@ class InMemoryDataModule(LightningDataModule):
             raise UserError(f"data.num_workers must be >= 0, got {num_workers}")
         self.batch_size = batch_size
         self.loader_options = dict(
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,  # torch refuses it at 0
         )
-        self.datasets: dict[str, TensorDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        if split not in self.datasets:
-            raise UserError(f"{type(self).__name__} has no {split} split")
-        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)
+        raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -84,3 +87,15 @@ class InMemoryDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+class InMemoryDataModule(SplitsDataModule):
+    """Splits held as tensors, served by `batch_loader`; the base of the sequence and the
+    in-memory image DataModules."""
+
+    datasets: dict[str, TensorDataset]
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise UserError(f"{type(self).__name__} has no {split} split")
+        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)

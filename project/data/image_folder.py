@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import torch
-from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from project.data.batches import SplitsDataModule
 from project.errors import UserError
 from project.models.supervised import Task
 
@@ -18,7 +18,7 @@ def class_names(folder: Path) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
 
 
-class ImageFolderDataModule(LightningDataModule):
+class ImageFolderDataModule(SplitsDataModule):
     """`root/{train,val,test}/<class>/<image>`, or `root/<class>/<image>` split with a fixed seed.
 
     Images are read when drawn (in `num_workers` processes), so a folder of any size fits; each
@@ -50,7 +50,7 @@ class ImageFolderDataModule(LightningDataModule):
             val_fraction, test_fraction: shares of the images held out, with `split_seed`, when
                 `root` has no such subfolder (a missing `val/` is carved from `train/`).
         """
-        super().__init__()
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"image folder {root} not found")
@@ -73,15 +73,8 @@ class ImageFolderDataModule(LightningDataModule):
         self.augment = augment
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
-        self.batch_size = batch_size
-        self.loader_options = dict(
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers and num_workers > 0,  # torch refuses it at 0
-        )
         self.num_outputs = len(self.classes)
         self.input_size = (3, image_size, image_size)
-        self.datasets: dict[str, Dataset] = {}
 
     def transform(self, train: bool) -> v2.Transform:
         size = self.image_size
@@ -140,15 +133,3 @@ class ImageFolderDataModule(LightningDataModule):
             shuffle=shuffle,
             **self.loader_options,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
