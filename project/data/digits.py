@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
-from project.data.images import ImageDataModule, labelled_images
+from project.data.images import ImageDataModule, digit_classes, labelled_images, relabelled
 from project.data.sequences import split_off
 from project.errors import UserError
 
@@ -42,11 +42,7 @@ class DigitsDataModule(ImageDataModule):
             pin_memory,
             persistent_workers,
         )
-        self.classes = list(range(10)) if classes is None else list(classes)
-        if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise UserError(f"data.classes must be distinct digits, got {classes}")
-        if not set(self.classes) <= set(range(10)):
-            raise UserError(f"data.classes must be digits 0-9, got {classes}")
+        self.classes = digit_classes(classes)
         if not 0 < test_fraction < 1:
             raise UserError(f"data.test_fraction must be between 0 and 1, got {test_fraction}")
         self.test_fraction = test_fraction
@@ -58,11 +54,9 @@ class DigitsDataModule(ImageDataModule):
 
         digits = load_digits()
         images = torch.as_tensor(digits.images * 255 / 16).round()
-        targets = torch.as_tensor(digits.target)
-        keep = torch.isin(targets, torch.tensor(self.classes))
-        relabel = torch.zeros(10, dtype=torch.int64)
-        relabel[self.classes] = torch.arange(len(self.classes))
-        dataset = labelled_images(images[keep], relabel[targets[keep]])
+        labels = relabelled(torch.as_tensor(digits.target), self.classes)
+        keep = labels >= 0
+        dataset = labelled_images(images[keep], labels[keep])
         size = round(self.test_fraction * len(dataset))
         train, test = split_off(dataset, size, self.split_seed)
         return {"train": train, "test": test}

@@ -8,9 +8,8 @@ transfers to 5-9, where a frozen pretrained backbone clearly beats a frozen rand
 import torch
 from torch.utils.data import TensorDataset
 
-from project.data.images import ImageDataModule, labelled_images
+from project.data.images import ImageDataModule, digit_classes, labelled_images, relabelled
 from project.data.mnist1d import mnist1d_arrays
-from project.errors import UserError
 
 AMPLITUDE = 4.0  # the plot's vertical range is ±4: 99.9% of MNIST-1D's values lie within ±3.7
 
@@ -61,22 +60,16 @@ class MNIST1DImagesDataModule(ImageDataModule):
             pin_memory,
             persistent_workers,
         )
-        self.classes = list(range(10)) if classes is None else list(classes)
-        if not self.classes or not set(self.classes) <= set(range(10)):
-            raise UserError(f"data.classes must be distinct digits 0-9, got {classes}")
-        if len(set(self.classes)) != len(self.classes):
-            raise UserError(f"data.classes must be distinct digits 0-9, got {classes}")
+        self.classes = digit_classes(classes)
         self.image_size = image_size
         self.num_outputs = len(self.classes)
         self.input_size = (1, image_size, image_size)
 
     def load(self) -> dict[str, TensorDataset]:
         raw = mnist1d_arrays()
-        relabel = torch.full((10,), -1, dtype=torch.int64)
-        relabel[self.classes] = torch.arange(len(self.classes))
         splits = {}
         for split, x, y in (("train", raw["x"], raw["y"]), ("test", raw["x_test"], raw["y_test"])):
-            labels = relabel[torch.as_tensor(y)]
+            labels = relabelled(torch.as_tensor(y), self.classes)
             keep = labels >= 0
             signals = torch.as_tensor(x, dtype=torch.float32)[keep]
             splits[split] = labelled_images(line_plots(signals, self.image_size), labels[keep])
