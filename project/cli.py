@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -264,6 +265,12 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)  # one line
         sys.exit(2)
+    # Lightning destroys only NCCL process groups at exit; a gloo group left to interpreter
+    # shutdown can abort the process after a finished run ("terminate called without an
+    # active exception", pytorch/pytorch#190489). Only after success: on an error the other
+    # ranks may never join the collective destroy.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def user_error_in(error: BaseException | None) -> BaseException | None:
