@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import LightningModule
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.errors import UserError
@@ -96,3 +97,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(folder)  # ... and the rename itself survives a power cut
         finally:
             os.close(folder)
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint` (the `checkpoint:` key), with `last.ckpt` refreshed at
+    the end of every epoch (at every validation) when `save_last` is true.
+
+    Since Lightning 2.6 `save_last=True` writes `last.ckpt` only at a step that also saved a
+    best-k checkpoint: after an epoch that did not improve the monitored metric, last.ckpt was
+    still the best epoch, and a run resumed from it (`--ckpt_path last`, a Slurm requeue)
+    silently trained the epochs since then again.
+    """
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        # skipped when this step was saved already (and in sanity checks, outside fit, …)
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

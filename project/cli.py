@@ -8,13 +8,18 @@ from pathlib import Path
 import torch
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.optim import Optimizer
 
 from project.callbacks import MetricsFile, StopOnNonFiniteLoss
-from project.checkpoints import AtomicCheckpointIO, check_checkpoint, read_checkpoint
+from project.checkpoints import (
+    AtomicCheckpointIO,
+    BestAndLastCheckpoint,
+    check_checkpoint,
+    read_checkpoint,
+)
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
 from project.launch_checks import check_launch
@@ -80,7 +85,7 @@ class ProjectCLI(LightningCLI):
         # facts of the data that the model must agree with
         for fact in ("num_outputs", "task", "input_size"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",

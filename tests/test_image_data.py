@@ -16,6 +16,7 @@ from project.data.image_folder import ImageFolderDataModule
 from project.data.mnist import MNISTDataModule
 from project.data.mnist1d_images import MNIST1DImagesDataModule
 from project.errors import UserError
+from tests.conftest import CONFIGS, QUIET, cli, run_dirs
 from tests.image_files import write_cifar10, write_image_folder, write_mnist
 
 
@@ -211,3 +212,31 @@ def test_downloads_without_network_say_where_the_files_go(
     ) as e:
         MNISTDataModule(root=str(tmp_path), download=True).prepare_data()
     assert "\n" not in str(e.value)
+
+
+def test_a_last_batch_of_one_image_is_dropped_so_batchnorm_can_train(workdir: Path) -> None:
+    """7 training images in batches of 3 would end on a batch of one, which BatchNorm refuses
+    ("Expected more than 1 value per channel when training") in ResNet's last 1×1 layers."""
+    for split, count in (("train", 4), ("val", 1), ("test", 1)):
+        write_image_folder(workdir / "pets" / split, {"cat": count, "dog": count - (count > 1)})
+    cli(
+        "fit",
+        "-c",
+        CONFIGS / "image" / "small_cnn.yaml",
+        "--data",
+        "ImageFolderDataModule",
+        "--data.root",
+        workdir / "pets",
+        "--data.image_size",
+        "16",
+        "--data.batch_size",
+        "3",
+        "--model.backbone",
+        "resnet18",
+        "--trainer.max_epochs",
+        "2",
+        *QUIET,
+    )
+    (run,) = run_dirs(workdir, "small_cnn")
+    checkpoint = torch.load(next((run / "checkpoints").glob("last*.ckpt")), weights_only=False)
+    assert checkpoint["global_step"] == 2 * 2  # two full batches an epoch; the seventh image out

@@ -252,6 +252,21 @@ def test_a_run_logging_into_a_folder_with_curves_hides_none_of_them(workdir: Pat
     assert [restart_marks(f) for f in files] == [[0], [], []]
 
 
+def test_last_ckpt_is_the_last_epoch_even_when_it_was_not_the_best(workdir: Path) -> None:
+    """Monitoring the epoch number for its minimum makes the first epoch the best and no later
+    one; last.ckpt must still hold the last epoch (Lightning 2.6's save_last alone leaves it at
+    the best one), so that `--ckpt_path last` continues where the run ended."""
+    short = "--trainer.limit_train_batches 2 --trainer.limit_val_batches 1 --trainer.max_epochs 3"
+    never_better = "--checkpoint.monitor epoch --checkpoint.mode min"
+    cli("fit", "-c", GRU, *QUIET, *short.split(), *never_better.split())
+    run_folder = workdir / "logs" / "gru" / "version_0"
+    (best,) = (run_folder / "checkpoints").glob("best-*.ckpt")
+    assert best.name == "best-epoch=0-step=2.ckpt"
+    assert saved_step(run_folder) == 6
+    cli("fit", "-c", run_folder / "config.yaml", "--ckpt_path", "last", "--trainer.max_epochs", "4")
+    assert saved_step(run_folder) == 8  # one more epoch, not three
+
+
 def test_last_is_the_newest_resumable_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "logs" / "gru" / "version_0"
     (run / "checkpoints").mkdir(parents=True)

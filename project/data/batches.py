@@ -8,6 +8,8 @@ ordinary, so Lightning can still swap in distributed, sequential or overfitting 
 `SplitsDataModule`, the base of every DataModule here, holds the loader settings they share.
 """
 
+import math
+
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -30,6 +32,7 @@ def batch_loader(
     dataset: TensorDataset,
     batch_size: int,
     shuffle: bool,
+    drop_last: bool = False,
     num_workers: int = 0,
     pin_memory: bool = False,
     persistent_workers: bool = False,
@@ -42,6 +45,7 @@ def batch_loader(
         batch_size=batch_size,
         sampler=SeededShuffle(dataset) if shuffle else None,
         collate_fn=already_collated,
+        drop_last=drop_last,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=persistent_workers,
@@ -73,11 +77,19 @@ class SplitsDataModule(LightningDataModule):
         )
         self.datasets: dict[str, Dataset] = {}
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, drop_last=self._last_batch_is_one_sample())
+
+    def _last_batch_is_one_sample(self) -> bool:
+        # BatchNorm cannot train on one sample ("Expected more than 1 value per channel"), so
+        # such a last batch is dropped: one sample a pass, another each epoch as the order is
+        # shuffled. Under DDP each rank's share (padded to equal sizes) is what gets batched.
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = math.ceil(len(self.datasets.get("train", ())) / world_size)
+        return self.batch_size > 1 and per_rank % self.batch_size == 1
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -95,7 +107,9 @@ class InMemoryDataModule(SplitsDataModule):
 
     datasets: dict[str, TensorDataset]
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise UserError(f"{type(self).__name__} has no {split} split")
-        return batch_loader(self.datasets[split], self.batch_size, shuffle, **self.loader_options)
+        return batch_loader(
+            self.datasets[split], self.batch_size, shuffle, drop_last, **self.loader_options
+        )

@@ -124,12 +124,13 @@ class ImageFolderDataModule(SplitsDataModule):
     def permutation(self, n: int) -> list[int]:
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         if not len(self.datasets.get(split, ())):
             raise UserError(f"{self.root} has no {split} images")
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            drop_last=drop_last,
             **self.loader_options,
         )
