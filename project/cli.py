@@ -279,9 +279,16 @@ def main(args: list[str] | None = None) -> None:
 
 
 def user_error_in(error: BaseException | None) -> BaseException | None:
-    """The mistake behind `error`, if a user's: our `UserError`, or Lightning's own verdict on
-    a Trainer setting (`MisconfigurationException`). jsonargparse wraps what classes raise in
-    `__init__`, so the whole chain is searched."""
-    while error is not None and not isinstance(error, UserError | MisconfigurationException):
+    """The mistake behind `error`, if a user's: our `UserError`, Lightning's own verdict on a
+    Trainer setting (`MisconfigurationException`), or a setting whose optional package is not
+    installed (Lightning's "Requirement 'x' not met. HINT: …"). jsonargparse wraps what classes
+    raise in `__init__`, so the whole chain is searched."""
+    while error is not None and not is_user_error(error):
         error = error.__cause__ or error.__context__
     return error
+
+
+def is_user_error(error: BaseException) -> bool:
+    if isinstance(error, ModuleNotFoundError):
+        return str(error).startswith("Requirement '")
+    return isinstance(error, UserError | MisconfigurationException)

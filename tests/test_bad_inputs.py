@@ -154,6 +154,10 @@ CATALOGUE = {
         plain("fit", "-c", GRU, "--last_checkpoint.every_n_train_steps", "0"),
         "last_checkpoint.every_n_train_steps must be > 0 or null, got 0",
     ),
+    "setting whose package is not installed": (
+        plain("fit", "-c", GRU, "--trainer.precision", "transformer-engine"),
+        "Requirement 'transformer_engine",
+    ),
     "unknown signal": (
         plain("fit", "-c", GRU, "--last_checkpoint.signals", "[SIGFOO]"),
         "unknown signal 'SIGFOO'",
