@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from project.cli import main
 
@@ -39,6 +40,11 @@ def cli_process(*args: str | Path, cwd: Path | None = None) -> subprocess.Comple
 
 def run_dirs(workdir: Path, experiment: str) -> list[Path]:
     return sorted((workdir / "logs" / experiment).glob("version_*"))
+
+
+def saved_step(run_folder: Path) -> int:
+    """The step of a run's `checkpoints/last.ckpt`."""
+    return torch.load(run_folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
 @pytest.fixture

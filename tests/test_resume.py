@@ -23,7 +23,7 @@ from project.cli import make_cli
 from project.models.sequence import SequenceClassifier
 from project.resume import latest_checkpoint
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, QUIET, ROOT, cli
+from tests.conftest import CONFIGS, QUIET, ROOT, cli, saved_step
 
 GRU = CONFIGS / "gru.yaml"
 # 3500 samples in batches of 500: 7 steps per epoch, 14 in all. Two layers with dropout between
@@ -66,10 +66,6 @@ def interrupt(run: subprocess.Popen, progress: Path, step: int, signum: int) -> 
     run.send_signal(signum)
     output, _ = run.communicate(timeout=120)
     return output, finished_step(progress)
-
-
-def saved_step(run_folder: Path) -> int:
-    return torch.load(run_folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
 def curves(run_folder: Path) -> dict[str, list[tuple[int, float]]]:
