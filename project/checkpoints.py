@@ -20,6 +20,8 @@ LIGHTNING_KEYWORDS = {"last", "best", "hpc", "registry"}
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint at `path`, loaded weights-only; a one-line `UserError` if it is unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory, not a checkpoint file (name a .ckpt)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
@@ -39,13 +41,14 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def check_checkpoint(path: str | Path, model: LightningModule | None = None) -> None:
-    """Fails unless `path` is a readable Lightning checkpoint whose weights fit `model`."""
+def check_checkpoint(path: str | Path, model: LightningModule | None = None) -> dict | None:
+    """Fails unless `path` is a readable Lightning checkpoint whose weights fit `model`; returns
+    it (None for Lightning's keywords)."""
     if str(path) in LIGHTNING_KEYWORDS:
-        return
+        return None
     checkpoint = read_checkpoint(path)
     if model is None:
-        return
+        return checkpoint
     state = checkpoint["state_dict"]
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -63,6 +66,7 @@ def check_checkpoint(path: str | Path, model: LightningModule | None = None) -> 
                 f"{tuple(state[key].shape)} there and {tuple(value.shape)} here "
                 "(trained on data with another number of classes or input size?)"
             )
+    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,11 +1,13 @@
 """The command line: `python -m project {fit,validate,test,predict} -c configs/<exp>.yaml`."""
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
@@ -22,9 +24,11 @@ from project.checkpoints import (
 )
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
-from project.launch_checks import check_launch
+from project.launch_checks import check_launch, run_here
 from project.predictions import PredictionsFile
-from project.resume import LastCheckpoint, latest_checkpoint, resumed_step
+from project.resume import LastCheckpoint, resumed_step
+from project.runs import latest_checkpoint, run_of_checkpoint, slurm_restarts, slurm_run_folder
+from project.setting_checks import check_settings
 from project.summary import print_run_summary
 
 TRAINER_DEFAULTS = {
@@ -54,6 +58,7 @@ class RunConfigFile(SaveConfigCallback):
             ckpt_path and log_dir and Path(log_dir).resolve() in Path(ckpt_path).resolve().parents
         )
         if stage == "fit" and not resumed:
+            self.config = without_run_identity(self.config)
             super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -62,6 +67,21 @@ class RunConfigFile(SaveConfigCallback):
             text = self.parser.dump(self.config, skip_none=False)
             # four leading spaces: TensorBoard renders the text as markdown, this keeps it verbatim
             experiment.add_text("config", "    " + text.replace("\n", "\n    "))
+
+
+def without_run_identity(config: Namespace) -> Namespace:
+    """The config as `config.yaml` keeps it: without what names this run's folder (its version,
+    `default_root_dir`, where its curves start), which the CLI chooses anew for every run. So
+    `fit -c <run>/config.yaml` starts a new run, on a laptop or in another Slurm job, instead of
+    writing into the old run's folder (and, on Slurm, resuming its requeue checkpoint)."""
+    config = config.clone()
+    config.trainer.default_root_dir = None
+    logger = config.trainer.get("logger")
+    if hasattr(logger, "init_args") and "TensorBoardLogger" in str(logger.get("class_path")):
+        logger.init_args.version = None
+        if "purge_step" in logger.init_args:
+            logger.init_args.purge_step = None
+    return config
 
 
 class ProjectCLI(LightningCLI):
@@ -103,17 +123,23 @@ class ProjectCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in ("validate", "test", "predict"):
+            for change in run_here(config.trainer):  # a cluster run's config, on a laptop
+                print(f"note: {change}", file=sys.stderr)
         check_launch(config.trainer)  # devices vs this machine, Slurm and torchrun: before any work
+        check_settings(config.trainer)  # numbers Lightning takes although they make no sense
         optimizer = config.get("optimizer")
         lr = optimizer.init_args.get("lr") if optimizer and "init_args" in optimizer else None
         if isinstance(lr, int | float) and lr <= 0:
             raise UserError(f"optimizer.init_args.lr must be > 0, got {lr}")
         logger = config.trainer.logger
         if hasattr(logger, "init_args") and "TensorBoardLogger" in logger.class_path:
-            if logger.init_args.get("name") is None:
+            if config.experiment or logger.init_args.get("name") is None:
                 files = config.get("config") or []
                 first = Path(str(files[0])).stem if files else "default"
                 logger.init_args.name = config.experiment or first
+            if self.subcommand == "fit" and not config.get("ckpt_path"):
+                self.use_slurm_run_folder(config)
             if (
                 self.subcommand == "fit"
                 and logger.class_path == "project.loggers.TensorBoardLogger"
@@ -139,6 +165,30 @@ class ProjectCLI(LightningCLI):
             last = LastCheckpoint(**config.last_checkpoint.as_dict())
             self.trainer_defaults["callbacks"].append(last)
 
+    def use_slurm_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+        """In a Slurm job, the run is `logs/<experiment>/slurm-<job>/`, also Lightning's
+        `default_root_dir` (where it looks for `hpc_ckpt_*.ckpt` to resume): a requeued job
+        continues its own run there, any other job starts a new one (project/runs.py)."""
+        logger = config.trainer.logger
+        if logger.init_args.get("version") is not None:  # the user named the folder
+            return
+        experiment = Path(str(logger.init_args.save_dir), logger.init_args.name)
+        run = slurm_run_folder(experiment)
+        if run is None:
+            return
+        logger.init_args.version = run.name
+        config.trainer.default_root_dir = str(run)
+        checkpoint = latest_checkpoint(run) if slurm_restarts() > 0 else None
+        if checkpoint is not None:
+            config.ckpt_path = str(checkpoint)  # `use_run_folder` continues the run from it
+        if int(os.environ.get("SLURM_PROCID", 0)) == 0:
+            state = (
+                f"requeued (restart {slurm_restarts()}), resuming from {checkpoint}"
+                if checkpoint
+                else "a new run, from step 0"
+            )
+            print(f"run folder: {run} ({state})", file=sys.stderr, flush=True)
+
     def use_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
         """Evaluating a run's own `config.yaml` or one of its checkpoints, or resuming it (`fit`
         with a `--ckpt_path`), logs into that run's folder: its TensorBoard curves continue
@@ -149,12 +199,9 @@ class ProjectCLI(LightningCLI):
         """
         files = [Path(str(f)) for f in config.get("config") or []]
         runs = [f.parent for f in files if (f.parent / "checkpoints").is_dir()]
-        checkpoint = Path(str(config.ckpt_path))
-        if (
-            checkpoint.parent.name == "checkpoints"
-            and (checkpoint.parents[1] / "config.yaml").is_file()
-        ):
-            runs = runs or [checkpoint.parents[1]]  # a checkpoint of a run, with another config
+        of_checkpoint = run_of_checkpoint(Path(str(config.ckpt_path)))
+        if of_checkpoint is not None:
+            runs = runs or [of_checkpoint]  # a checkpoint of a run, with another config
         if not runs:
             if config.ckpt_path in ("best", "last"):
                 started = [f.parent for f in files if f.name == "config.yaml"]
@@ -184,6 +231,7 @@ class ProjectCLI(LightningCLI):
                 logger.init_args.save_dir = str(run.parent.parent)
             logger.init_args.name = run.parent.name
             logger.init_args.version = run.name
+            config.trainer.default_root_dir = str(run)  # a requeue saves hpc_ckpt_N.ckpt there
             if logger.class_path == "project.loggers.TensorBoardLogger":
                 # a file: Lightning's keywords (`hpc`) name none yet; validate and friends log
                 # beside the training curves and hide none of them
@@ -211,15 +259,18 @@ class ProjectCLI(LightningCLI):
         if config.get("ckpt_path"):
             check_checkpoint(config.ckpt_path)
 
-    def check_ckpt_path(self) -> None:
+    def check_ckpt_path(self) -> dict | None:
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path:
-            check_checkpoint(ckpt_path, self.model)
+        return check_checkpoint(ckpt_path, self.model) if ckpt_path else None
 
     before_validate = before_test = before_predict = check_ckpt_path
 
     def before_fit(self) -> None:
-        self.check_ckpt_path()
+        checkpoint = self.check_ckpt_path()
+        # the summary then says what this process did and what the whole run did
+        self.resumed_from = (
+            (resumed_step(checkpoint), int(checkpoint.get("epoch", 0))) if checkpoint else None
+        )
         self.fit_started = time.monotonic()
 
     def after_fit(self) -> None:
@@ -229,7 +280,7 @@ class ProjectCLI(LightningCLI):
             self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         if self.trainer.is_global_zero:
-            print_run_summary(self.trainer, time.monotonic() - self.fit_started)
+            print_run_summary(self.trainer, time.monotonic() - self.fit_started, self.resumed_from)
 
 
 def make_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:

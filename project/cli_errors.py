@@ -1,5 +1,6 @@
 """Turns jsonargparse's nested error reports into one line that names the key and the fix."""
 
+import difflib
 import importlib
 import inspect
 import re
@@ -39,9 +40,40 @@ def one_line(message: str) -> str:
     return text
 
 
+def closest_option(given: str, options: list[str]) -> str | None:
+    """The option `given` (`--trainer.max_epoch=3`) was most likely meant to be."""
+    close = difflib.get_close_matches(given.split("=")[0], options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 class ConciseArgumentParser(LightningArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # argparse takes a prefix of an option for the option: `--trainer.max_epoch 3` (a typo)
+        # silently set max_epochs. Subcommand parsers copy this setting from the main parser
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.subcommands: dict[str, ConciseArgumentParser] = {}
+
+    def add_subcommands(self, *args: object, **kwargs: object) -> object:
+        action = super().add_subcommands(*args, **kwargs)
+        self.subcommands = action.choices  # filled as LightningCLI adds each subcommand's parser
+        return action
+
+    def options(self) -> list[str]:
+        """Every `--option` this parser or one of its subcommands accepts."""
+        found = [o for o in self._option_string_actions if o.startswith("--")]
+        for parser in self.subcommands.values():
+            found += [o for o in parser.options() if o not in found]
+        return found
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # parsing inside jsonargparse that expects to catch this
             super().error(message, ex)
-        sys.stderr.write(f"error: {one_line(message)} (options: python -m project fit --help)\n")
+        text = one_line(message)
+        if message.startswith("unrecognized arguments:"):
+            unknown = [a for a in message.split()[2:] if a.startswith("--")]
+            meant = [closest_option(a, self.options()) for a in unknown]
+            if any(meant):
+                text += f"; did you mean {', '.join(m for m in meant if m)}?"
+        sys.stderr.write(f"error: {text} (options: python -m project fit --help)\n")
         self.exit(2)

@@ -73,10 +73,15 @@ class BackboneFreeze(BaseFinetuning):
         present = {id(p) for group in optimizer.param_groups for p in group["params"]}
         new = [p for p in self.filter_params(modules) if id(p) not in present]
         lr = optimizer.param_groups[0]["lr"] * self.lr_factor  # group 0: the head
-        if new:  # absent on a resumed run, whose optimizer state already holds the group
-            optimizer.add_param_group(
-                {"params": new, "lr": lr, "name": "backbone", "lr_factor": self.lr_factor}
+        if not new:  # a resumed run, whose optimizer state already holds the group
+            rank_zero_info(
+                f"Epoch {epoch}: resumed with the backbone trainable "
+                f"(unfrozen at epoch {self.unfreeze_at_epoch})"
             )
+            return
+        optimizer.add_param_group(
+            {"params": new, "lr": lr, "name": "backbone", "lr_factor": self.lr_factor}
+        )
         rank_zero_info(f"Epoch {epoch}: backbone unfrozen, learning rate {lr:.3g}")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -11,7 +11,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 
 class PredictionsFile(BasePredictionWriter):
-    """Columns: `index`, then `predicted` and `prob_<class>` (classification) or `value_<k>`.
+    """Columns: `index`, then `predicted` and `prob_<class>` (classification) or `value_<k>`;
+    a `file` column after `index` when the predicted dataset names its samples (`sample_names`,
+    as a folder of images to label does).
 
     Under DDP each rank writes its share; rank 0 merges them, drops the samples that the
     distributed sampler repeated to even out the ranks, and sorts by index.
@@ -44,16 +46,23 @@ class PredictionsFile(BasePredictionWriter):
                 ):
                     rows.setdefault(index, values if isinstance(values, list) else [values])
                 path.unlink()
-            self._write_csv(folder / "predictions.csv", rows, pl_module.task)
+            loaders = trainer.predict_dataloaders
+            loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+            names = getattr(getattr(loader, "dataset", None), "sample_names", None)
+            self._write_csv(folder / "predictions.csv", rows, pl_module.task, names)
         trainer.strategy.barrier()
 
     @staticmethod
-    def _write_csv(path: Path, rows: dict[int, list[float]], task: str) -> None:
+    def _write_csv(
+        path: Path, rows: dict[int, list[float]], task: str, names: Sequence[str] | None = None
+    ) -> None:
         width = len(next(iter(rows.values())))
         if task == "classification":
             header = ["index", "predicted", *(f"prob_{k}" for k in range(width))]
         else:
             header = ["index", *(f"value_{k}" for k in range(width))]
+        if names is not None:
+            header.insert(1, "file")
         with path.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(header)
@@ -62,4 +71,5 @@ class PredictionsFile(BasePredictionWriter):
                 predicted = (
                     [max(range(width), key=values.__getitem__)] if task == "classification" else []
                 )
-                writer.writerow([index, *predicted, *(f"{v:.6g}" for v in values)])
+                file_name = [] if names is None else [names[index]]
+                writer.writerow([index, *file_name, *predicted, *(f"{v:.6g}" for v in values)])

@@ -1,7 +1,6 @@
 """Checkpoint and requeue a Slurm job when it is told to stop, between two training batches."""
 
 import atexit
-import os
 import signal
 import subprocess
 import sys
@@ -10,19 +9,7 @@ from pathlib import Path
 from lightning import Trainer
 
 from project.resume import StopOnSignal
-
-
-def next_hpc_checkpoint(folder: str | Path) -> Path:
-    """`<folder>/hpc_ckpt_<N+1>.ckpt`; in a Slurm job, `fit` resumes from the highest N there."""
-    numbers = [int(p.stem.removeprefix("hpc_ckpt_")) for p in Path(folder).glob("hpc_ckpt_*.ckpt")]
-    return Path(folder) / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
-
-
-def slurm_job() -> str | None:
-    """The id `scontrol requeue` takes: `<array job>_<task>` in a job array, else the job id."""
-    if "SLURM_ARRAY_JOB_ID" in os.environ:
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
+from project.runs import hpc_checkpoints, next_hpc_checkpoint, slurm_job
 
 
 class Requeue(StopOnSignal):
@@ -45,7 +32,7 @@ class Requeue(StopOnSignal):
         # every rank calls it; rank 0 writes; it ends with a barrier
         trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:  # each requeue supersedes the previous checkpoints
-            for older in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+            for older in hpc_checkpoints(Path(trainer.default_root_dir)):
                 if older != path:
                     older.unlink()
         job = slurm_job()

@@ -273,13 +273,6 @@ class LastCheckpoint(StopOnSignal):
         self._rng_to_restore = state_dict.get("rng")
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    """The newest checkpoint a run can resume from: `checkpoints/last*.ckpt` (per epoch, periodic,
-    on Ctrl-C or SIGTERM) or `hpc_ckpt_N.ckpt` (a Slurm requeue)."""
-    found = [*(run / "checkpoints").glob("last*.ckpt"), *run.glob("hpc_ckpt_*.ckpt")]
-    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
-
-
 def resumed_step(checkpoint: dict) -> int:
     """The first step a run resumed from `checkpoint` logs: TensorBoard hides what the stopped
     run logged from there on (written after the checkpoint, so logged again by the resumed run)."""

@@ -6,16 +6,41 @@ from pathlib import Path
 from lightning import Trainer
 
 
-def print_run_summary(trainer: Trainer, seconds: float) -> None:
-    lines = [
-        f"fit took {seconds:.1f} s ({trainer.current_epoch} epochs, {trainer.global_step} steps)"
-    ]
+def print_run_summary(
+    trainer: Trainer, seconds: float, resumed_from: tuple[int, int] | None = None
+) -> None:
+    """Prints the summary; never fails a run that trained (a broken line is left out).
+
+    `resumed_from`: the (step, epoch) of the checkpoint this process continued, if any.
+    """
+    try:
+        lines = summary_lines(trainer, seconds, resumed_from)
+    except Exception as error:  # noqa: BLE001 (the summary is a courtesy; the run is done)
+        lines = [f"fit finished; no summary ({type(error).__name__}: {error})"]
+    width = max(map(len, lines))
+    print("\n".join(["─" * width, *lines, "─" * width]))
+
+
+def summary_lines(
+    trainer: Trainer, seconds: float, resumed_from: tuple[int, int] | None
+) -> list[str]:
+    epochs, steps = trainer.current_epoch, trainer.global_step
+    if resumed_from is None:
+        lines = [f"fit took {seconds:.1f} s ({epochs} epochs, {steps} steps)"]
+    else:
+        step, epoch = resumed_from
+        lines = [
+            f"fit took {seconds:.1f} s: resumed at step {step} (epoch {epoch}), trained "
+            f"{steps - step} steps to step {steps}; the run has {epochs} epochs, {steps} steps"
+        ]
     best = trainer.checkpoint_callback
-    if best is not None and best.best_model_path:
+    if best is not None and getattr(best, "best_model_path", ""):
         epoch = re.search(r"epoch=(\d+)", Path(best.best_model_path).name)
         at = f" at epoch {epoch.group(1)}" if epoch else ""
         lines.append(f"best checkpoint: {best.best_model_path}")
-        lines.append(f"best {best.monitor}: {float(best.best_model_score):.4f}{at}")
+        score = best.best_model_score
+        if score is not None:  # unknown after a resume from a checkpoint outside a run folder
+            lines.append(f"best {best.monitor}: {float(score):.4f}{at}")
     tests = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))
@@ -29,5 +54,4 @@ def print_run_summary(trainer: Trainer, seconds: float) -> None:
             f"test:       python -m project test -c {run}/config.yaml --ckpt_path best",
             f"predict:    python -m project predict -c {run}/config.yaml --ckpt_path best",
         ]
-    width = max(map(len, lines))
-    print("\n".join(["─" * width, *lines, "─" * width]))
+    return lines

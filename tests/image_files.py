@@ -1,5 +1,6 @@
 """Image datasets and weight files written in their real on-disk formats, for offline tests."""
 
+import gzip
 import pickle
 import struct
 from pathlib import Path
@@ -34,19 +35,26 @@ def write_cifar10(root: Path, per_file: int = 4, seed: int = 0) -> Path:
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """An idx-ubyte file: magic 0x0000 08 <ndim>, each dimension as a big-endian int32, bytes."""
+    """An idx-ubyte file: magic 0x0000 08 <ndim>, each dimension as a big-endian int32, bytes;
+    gzipped when `path` ends in `.gz`, as the MNIST family is published."""
     header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
-def write_mnist(root: Path, folder: str = "MNIST", train: int = 8, test: int = 4) -> Path:
-    """`root/<folder>/raw/` with MNIST's four uncompressed idx files (Fashion-MNIST's too)."""
+def write_mnist(
+    root: Path, folder: str = "MNIST", train: int = 8, test: int = 4, gzipped: bool = False
+) -> Path:
+    """`root/<folder>/raw/` with MNIST's four idx files (Fashion-MNIST's too), uncompressed or,
+    with `gzipped`, only the `.gz` files as downloaded."""
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
+    suffix = ".gz" if gzipped else ""
     for prefix, count in (("train", train), ("t10k", test)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(count) % 10)
+        images = rng.integers(0, 256, (count, 28, 28))
+        write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(count) % 10)
     return root
 
 

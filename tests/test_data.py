@@ -1,3 +1,5 @@
+import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,77 @@ def test_missing_data_file_is_one_line_through_the_cli(tmp_path: Path) -> None:
         "(expected a .npz or .pt with x (samples, time[, features]), y (samples[, outputs]), "
         "optional lengths (samples,))"
     ]
+
+
+def write_padded(path: Path, count: int = 40, with_lengths: bool = False) -> Path:
+    """Sequences of varying lengths zero-padded to 30 steps, as many users' files come."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((count, 30, 2)).astype(np.float32)
+    lengths = rng.integers(5, 30, count)
+    for row, n in zip(x, lengths, strict=True):
+        row[n:] = 0
+    arrays = {"x": x, "y": rng.integers(0, 3, count)}
+    np.savez(path, **arrays, **({"lengths": lengths} if with_lengths else {}))
+    return path
+
+
+def test_zero_padded_file_without_lengths_warns_once(workdir: Path) -> None:
+    data_file = write_padded(workdir / "padded.npz")
+    with pytest.warns(UserWarning) as caught:
+        cli("fit", "-c", CONFIGS / "gru.yaml", "--data", "SequenceFileDataModule",
+            "--data.train", data_file, "--trainer.fast_dev_run", "true", *QUIET)  # fmt: skip
+    (warning,) = [w for w in caught if "all-zero time steps" in str(w.message)]
+    assert str(warning.message) == (
+        f"data file {data_file}: 40 of 40 samples end in all-zero time steps, as if zero-padded, "
+        "and the file has no lengths, so the model reads the padding as data: add `lengths` "
+        "(40,), each sample's true number of steps"
+    )
+
+
+def normal_sequences(kind: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    if kind == "signals":  # MNIST-1D-like: noisy waves, no step exactly zero
+        t = np.linspace(0, 1, 40)
+        return {"x": np.sin(2 * np.pi * rng.uniform(1, 3, (40, 1)) * t), "y": y}
+    if kind == "equal_length":  # every sample fades to zero over the same last 3 steps
+        x = rng.standard_normal((40, 40))
+        x[:, -3:] = 0
+        return {"x": x, "y": y}
+    if kind == "sparse_counts":  # zero steps all through the sequences: data, not padding
+        return {"x": rng.poisson(0.3, (40, 40, 1)), "y": y}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind", ["signals", "equal_length", "sparse_counts", "padded_with_lengths"]
+)
+def test_no_padding_warning_on_normal_data(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "data.npz"
+    if kind == "padded_with_lengths":
+        write_padded(path, with_lengths=True)
+    else:
+        np.savez(path, **normal_sequences(kind))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SequenceFileDataModule(train=str(path))
+
+
+def test_predict_on_a_file_without_labels(workdir: Path) -> None:
+    data_file = write_sequences(workdir / "mine.npz", count=20)
+    config = workdir / "mine.yaml"
+    config.write_text(
+        "model:\n  class_path: SequenceClassifier\n  init_args:\n    hidden_size: 8\n"
+        f"data:\n  class_path: SequenceFileDataModule\n  init_args:\n    train: {data_file}\n"
+        "    batch_size: 8\n"
+    )
+    cli("fit", "-c", config, "--trainer.max_epochs", "1", *QUIET)
+    new = workdir / "new.npz"
+    np.savez(new, x=np.random.default_rng(1).standard_normal((7, 12, 3)).astype(np.float32))
+    run = workdir / "logs" / "mine" / "version_0"
+    cli("predict", "-c", config, "--ckpt_path", run / "checkpoints" / "last.ckpt",
+        "--data.init_args.predict", new, *QUIET)  # fmt: skip
+    with (run / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["index"]) for r in rows] == list(range(7))
+    assert list(rows[0]) == ["index", "predicted", *(f"prob_{k}" for k in range(4))]

@@ -1,5 +1,6 @@
 """Image DataModules on files written here in each source's real on-disk format, offline."""
 
+import csv
 import os
 import pickle
 from pathlib import Path
@@ -121,6 +122,27 @@ def test_mnist_formats_read_from_raw_idx_files(tmp_path: Path, module: type, fol
     assert torch.equal(images, expected) and labels.tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("module", "folder"), [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")]
+)
+def test_mnist_formats_read_the_gz_files_as_published(
+    tmp_path: Path, module: type, folder: str
+) -> None:
+    write_mnist(tmp_path / "gz", folder, train=12, test=4, gzipped=True)
+    assert sorted(p.name for p in (tmp_path / "gz" / folder / "raw").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
+    write_mnist(tmp_path / "plain", folder, train=12, test=4)
+    gz, plain = (module(root=str(tmp_path / r), val_fraction=0.25) for r in ("gz", "plain"))
+    gz.setup(), plain.setup()
+    for split, dataset in gz.datasets.items():
+        assert all(map(torch.equal, dataset.tensors, plain.datasets[split].tensors))
+    assert not (tmp_path / "gz" / folder / "raw" / "t10k-images-idx3-ubyte").exists()
+
+
 def test_missing_mnist_says_which_files_are_missing(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"MNIST/raw lacks train-images-idx3-ubyte.*download"):
         MNISTDataModule(root=str(tmp_path))
@@ -161,6 +183,31 @@ def test_image_folder_with_split_folders(tmp_path: Path) -> None:
         "val": 3,  # carved from train/: there is no val/
         "test": 6,
     }
+
+
+def test_predict_labels_a_folder_of_new_images(workdir: Path) -> None:
+    write_image_folder(workdir / "pets", {"cat": 4, "dog": 4})
+    new = write_image_folder(workdir / "unlabelled", {"new": 5}) / "new"  # no class folders
+    folder = ["--data", "ImageFolderDataModule", "--data.root", workdir / "pets"]
+    small = ["--data.image_size", "16", "--data.batch_size", "4", "--trainer.max_epochs", "1"]
+    cli("fit", "-c", CONFIGS / "image" / "small_cnn.yaml", *folder, *small, *QUIET)
+    (run,) = run_dirs(workdir, "small_cnn")
+    cli(
+        "predict",
+        "-c",
+        run / "config.yaml",
+        "--ckpt_path",
+        run / "checkpoints" / "last.ckpt",
+        "--data.init_args.predict",
+        new,
+        *QUIET,
+    )
+    with (run / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["index", "file", "predicted", "prob_0", "prob_1"]
+    assert [(r["index"], r["file"]) for r in rows] == [(str(i), f"{i}.png") for i in range(5)]
+    with pytest.raises(UserError, match=f"predict folder {workdir} holds no images"):
+        ImageFolderDataModule(str(workdir / "pets"), predict=str(workdir))
 
 
 def test_image_folder_mistakes_are_one_line(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from tensorboard.compat.proto.event_pb2 import SessionLog
 from project.checkpoints import AtomicCheckpointIO
 from project.cli import make_cli
 from project.models.sequence import SequenceClassifier
-from project.resume import latest_checkpoint
+from project.runs import latest_checkpoint
 from tests.callbacks import callback_flag, load_weights
 from tests.conftest import CONFIGS, QUIET, ROOT, cli, saved_step
 

@@ -86,6 +86,11 @@ def job_records(job: str) -> list[dict[str, str]]:
     return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in result.stdout.splitlines()]
 
 
+def where(job: "Job") -> tuple[Path, str]:
+    """Another job in the same folder, logging as `job` does."""
+    return job.folder, job.name
+
+
 @dataclass
 class Job:
     id: str
@@ -94,7 +99,10 @@ class Job:
     seconds: float = 0.0  # from submission until every part ended
 
     def log(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.folder.glob("logs/slurm-*.out")))
+        """This job's log (its array's: every task's), not those of other jobs in its folder."""
+        files = self.folder.glob("logs/slurm-*.out")
+        mine = [p for p in files if p.stem.endswith(f"-{self.id}") or f"-{self.id}_" in p.stem]
+        return "\n".join(p.read_text() for p in sorted(mine))
 
     def states(self) -> set[str]:
         return {r["JobState"] for r in job_records(self.id)}
@@ -149,6 +157,27 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
     quick = "--trainer.limit_train_batches 3 --trainer.limit_val_batches 1 --trainer.max_epochs 1"
     args = [GRU, path / "overrides.txt", *TINY, *quick.split()]
     jobs["sweep"] = Job(submit(["--array=1-3"], [SWEEP, *args], path), path, "sweep")
+
+    # runs that must start fresh, or resume only because they are told to, once the jobs whose
+    # runs and checkpoints they find have ended (--dependency)
+    preempted, sweep = jobs["preempted"], jobs["sweep"]
+    after = [f"--dependency=afterany:{preempted.id}"]
+    args = [GRU, "-c", DDP_CPU, *TINY]  # the preempted job's config, in its folder
+    again = submit([*two_ranks, *after], [TRAIN, *args], preempted.folder)
+    jobs["again"] = Job(again, *where(preempted))
+    after_sweep = [f"--dependency=afterany:{sweep.id}"]
+    run_config = f"logs/gru/slurm-{sweep.id}_1/config.yaml"  # resubmitted as it is
+    jobs["rerun"] = Job(submit(after_sweep, [TRAIN, run_config], sweep.folder), *where(sweep))
+    resume = [f"logs/gru/slurm-{sweep.id}_2/config.yaml", "--ckpt_path", "last"]
+    resume += ["--trainer.max_epochs", "2"]
+    jobs["resume"] = Job(submit(after_sweep, [TRAIN, *resume], sweep.folder), *where(sweep))
+    # a user's own srun line, beside a requeue checkpoint that another job left in its folder
+    path = folder("own")
+    leftover = preempted.folder / "logs" / "gru" / f"slurm-{preempted.id}" / "hpc_ckpt_1.ckpt"
+    own = f"{sys.executable} -m project fit -c {GRU} -c {CONFIGS / 'trainer' / 'slurm.yaml'}"
+    wrap = f"--wrap=cp {leftover} hpc_ckpt_1.ckpt && srun {own} {' '.join(TINY)} {quick}"
+    options = ["--ntasks=1", "--job-name=own", "--output=logs/slurm-own-%j.out", *after]
+    jobs["own"] = Job(submit([*options, wrap], [], path), path, "own")
 
     # launch mistakes: plain python in a 2-task job; 2 tasks per node but devices 1
     path = folder("no_srun")
@@ -251,3 +280,102 @@ def test_launch_mistake_fails_the_job_in_one_line(
     assert job.states() == {"FAILED"} and job_records(job.id)[0]["ExitCode"] != "0:0"
     errors = [line for line in job.log().splitlines() if line.startswith("error: ")]
     assert errors and all(expected in line for line in errors), job.log()[-3000:]
+
+
+def steps_of(run: Path) -> int:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
+def announced_run(job: Job) -> tuple[str, str]:
+    """The run folder the job's `python -m project` announced, and what it said of it."""
+    ((folder, state),) = re.findall(r"^run folder: (\S+) \((.*)\)$", job.log(), re.MULTILINE)
+    return folder, state
+
+
+def test_a_new_job_with_the_same_config_starts_a_new_run(jobs: dict[str, Job]) -> None:
+    """Same config, same folder, after a preempted job whose hpc checkpoint is still there."""
+    job, preempted = jobs["again"], jobs["preempted"]
+    assert job.states() == {"COMPLETED"}, job.log()[-3000:]
+    assert announced_run(job) == (f"logs/gru/slurm-{job.id}", "a new run, from step 0")
+    assert "Restored all states" not in job.log()
+    run = job.folder / "logs" / "gru" / f"slurm-{job.id}"
+    assert steps_of(run) == 14 and not list(run.glob("hpc_ckpt_*"))
+    # the preempted run keeps what it had
+    kept = preempted.folder / "logs" / "gru" / f"slurm-{preempted.id}" / "hpc_ckpt_1.ckpt"
+    assert kept.exists()
+
+
+def test_a_runs_config_resubmitted_lands_in_the_one_folder_it_announces(
+    jobs: dict[str, Job],
+) -> None:
+    job, sweep = jobs["rerun"], jobs["sweep"]
+    assert job.states() == {"COMPLETED"}, job.log()[-3000:]
+    folder, state = announced_run(job)
+    assert (folder, state) == (f"logs/gru/slurm-{job.id}", "a new run, from step 0")
+    assert "Restored all states" not in job.log()
+    run = job.folder / folder
+    assert steps_of(run) == 3 and (run / "metrics.json").exists()
+    # nothing anywhere else: no logs/config/…, no second folder for the job
+    assert sorted(p.name for p in (job.folder / "logs").iterdir() if p.is_dir()) == ["gru"]
+    assert [p.name for p in (job.folder / "logs" / "gru").glob(f"*{job.id}*")] == [run.name]
+    # the source run is untouched: its config and its single epoch
+    source = job.folder / "logs" / "gru" / f"slurm-{sweep.id}_1"
+    assert steps_of(source) == 3
+
+
+def test_an_explicit_resume_in_a_new_job_continues_the_run(jobs: dict[str, Job]) -> None:
+    job, sweep = jobs["resume"], jobs["sweep"]
+    assert job.states() == {"COMPLETED"}, job.log()[-3000:]
+    run = f"logs/gru/slurm-{sweep.id}_2"
+    assert f"Restored all states from the checkpoint at {run}/checkpoints/last.ckpt" in job.log()
+    assert steps_of(job.folder / run) == 6  # one more epoch of 3 steps
+    assert not list((job.folder / "logs" / "gru").glob(f"slurm-{job.id}*"))
+
+
+def test_a_users_own_srun_ignores_a_leftover_hpc_checkpoint(jobs: dict[str, Job]) -> None:
+    job = jobs["own"]
+    assert job.states() == {"COMPLETED"}, job.log()[-3000:]
+    assert announced_run(job) == (f"logs/gru/slurm-{job.id}", "a new run, from step 0")
+    assert "Restored all states" not in job.log()
+    assert (job.folder / "hpc_ckpt_1.ckpt").exists()  # left where it was, unused
+    run = job.folder / "logs" / "gru" / f"slurm-{job.id}"
+    assert steps_of(run) == 3
+    assert not [p for p in job.folder.iterdir() if p.name not in ("logs", "hpc_ckpt_1.ckpt")]
+
+
+def test_a_slurm_runs_summary_commands_work_off_the_cluster(jobs: dict[str, Job]) -> None:
+    """The `test:` and `predict:` lines a Slurm run's summary prints, run as printed on a machine
+    outside the job (no Slurm variables): the SLURMEnvironment plugin gives way."""
+    job = jobs["reference"]
+    log = job.log()
+    for name in ("test", "predict"):
+        (line,) = re.findall(rf"^{name}: +(python -m project .*)$", log, re.MULTILINE)
+        command = line.split()
+        command[0] = sys.executable
+        result = subprocess.run(
+            command, cwd=job.folder, env=job_environment(), capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "note: not in a Slurm job: the SLURMEnvironment plugin is left out" in result.stderr
+    run = job.folder / "logs" / "gru" / f"slurm-{job.id}"
+    assert (run / "predictions.csv").exists()
+    assert "test/acc" in (run / "metrics.json").read_text()
+
+
+def test_a_local_run_beside_a_leftover_hpc_checkpoint_starts_fresh(tmp_path: Path) -> None:
+    """Outside Slurm Lightning never looks for hpc checkpoints; nor does the template."""
+    first = subprocess.run(
+        [sys.executable, "-m", "project", "fit", "-c", GRU, *TINY, "--trainer.max_steps", "2"],
+        cwd=tmp_path, env=job_environment(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "gru" / "version_0"
+    shutil.copy(run / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt")
+    shutil.copy(run / "checkpoints" / "last.ckpt", run.parent / "hpc_ckpt_1.ckpt")
+    second = subprocess.run(
+        [sys.executable, "-m", "project", "fit", "-c", GRU, *TINY, "--trainer.max_steps", "3"],
+        cwd=tmp_path, env=job_environment(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Restored" not in second.stderr + second.stdout
+    assert steps_of(tmp_path / "logs" / "gru" / "version_1") == 3

@@ -12,7 +12,8 @@ import math
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from project.data.resumable import ResumableLoader, SeededShuffle
 from project.errors import UserError
@@ -33,6 +34,7 @@ def batch_loader(
     batch_size: int,
     shuffle: bool,
     drop_last: bool = False,
+    sampler: Sampler | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
     persistent_workers: bool = False,
@@ -43,7 +45,7 @@ def batch_loader(
     return ResumableLoader(
         dataset,
         batch_size=batch_size,
-        sampler=SeededShuffle(dataset) if shuffle else None,
+        sampler=SeededShuffle(dataset) if shuffle else sampler,
         collate_fn=already_collated,
         drop_last=drop_last,
         num_workers=num_workers,
@@ -77,7 +79,13 @@ class SplitsDataModule(LightningDataModule):
         )
         self.datasets: dict[str, Dataset] = {}
 
-    def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self,
+        split: str,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        sampler: Sampler | None = None,
+    ) -> DataLoader:
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
@@ -92,10 +100,34 @@ class SplitsDataModule(LightningDataModule):
         return self.batch_size > 1 and per_rank % self.batch_size == 1
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader("val", sampler=self._each_sample_once("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("test", sampler=self._each_sample_once("test"))
+
+    def _each_sample_once(self, split: str) -> Sampler | None:
+        """Under DDP, each rank's share of an evaluation split, every sample on exactly one rank.
+
+        Lightning's default, a `DistributedSampler`, pads the ranks to equal sizes by repeating
+        samples, and the metrics count the repeats (250/369 correct became 251/370). Unpadded,
+        the ranks may run one batch more or less; evaluation has no per-batch collective, so
+        that is safe (Lightning's own `predict` does the same) once every rank has a sample.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or split not in self.datasets:
+            return None
+        size = len(self.datasets[split])
+        if size < trainer.world_size:
+            raise UserError(
+                f"the {split} split has {size} sample(s) for {trainer.world_size} processes: "
+                "give it at least one sample per process, or evaluate with --trainer.devices 1"
+            )
+        return UnrepeatedDistributedSampler(
+            self.datasets[split],
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=False,
+        )
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
@@ -107,9 +139,20 @@ class InMemoryDataModule(SplitsDataModule):
 
     datasets: dict[str, TensorDataset]
 
-    def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self,
+        split: str,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        sampler: Sampler | None = None,
+    ) -> DataLoader:
         if split not in self.datasets:
             raise UserError(f"{type(self).__name__} has no {split} split")
         return batch_loader(
-            self.datasets[split], self.batch_size, shuffle, drop_last, **self.loader_options
+            self.datasets[split],
+            self.batch_size,
+            shuffle,
+            drop_last,
+            sampler=sampler,
+            **self.loader_options,
         )

@@ -1,10 +1,12 @@
-"""Your own images: one subfolder per class, decoded from disk as batches are drawn."""
+"""Your own images: one subfolder per class, decoded from disk as batches are drawn; new images
+to label in one folder."""
 
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms import v2
 
 from project.data.batches import SplitsDataModule
@@ -16,6 +18,31 @@ SPLITS = ("train", "val", "test")
 
 def class_names(folder: Path) -> list[str]:
     return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
+class UnlabelledImages(Dataset):
+    """The images directly in `folder`, by name; each with the placeholder label -1, which
+    `predict_step` ignores. `sample_names` gives `predictions.csv` a `file` column."""
+
+    def __init__(self, folder: Path, transform: v2.Transform) -> None:
+        if not folder.is_dir():
+            raise UserError(f"predict folder {folder} not found")
+        self.files = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+        )
+        if not self.files:
+            raise UserError(
+                f"predict folder {folder} holds no images ({', '.join(IMG_EXTENSIONS)}): put "
+                "them in it directly, not in subfolders"
+            )
+        self.sample_names = [p.name for p in self.files]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(default_loader(str(self.files[index]))), -1
 
 
 class ImageFolderDataModule(SplitsDataModule):
@@ -38,6 +65,7 @@ class ImageFolderDataModule(SplitsDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
+        predict: str | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -49,6 +77,7 @@ class ImageFolderDataModule(SplitsDataModule):
                 class folders directly.
             val_fraction, test_fraction: shares of the images held out, with `split_seed`, when
                 `root` has no such subfolder (a missing `val/` is carved from `train/`).
+            predict: a folder of images (no class folders) for `predict`; the test split if unset.
         """
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         self.root = Path(root)
@@ -75,6 +104,9 @@ class ImageFolderDataModule(SplitsDataModule):
         self.split_seed = split_seed
         self.num_outputs = len(self.classes)
         self.input_size = (3, image_size, image_size)
+        self.predict_images = (
+            UnlabelledImages(Path(predict), self.transform(train=False)) if predict else None
+        )
 
     def transform(self, train: bool) -> v2.Transform:
         size = self.image_size
@@ -94,8 +126,10 @@ class ImageFolderDataModule(SplitsDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        if self.predict_images is not None:
+            self.datasets["predict"] = self.predict_images
         if not self.folders:
-            self.datasets = self.split_one_folder()
+            self.datasets.update(self.split_one_folder())
             return
         for split, folder in self.folders.items():
             self.datasets[split] = self.read(folder, train=split == "train")
@@ -121,16 +155,28 @@ class ImageFolderDataModule(SplitsDataModule):
             "test": Subset(other, test),
         }
 
+    def predict_dataloader(self) -> DataLoader:
+        if "predict" in self.datasets:
+            return self._loader("predict")
+        return super().predict_dataloader()  # the test split
+
     def permutation(self, n: int) -> list[int]:
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
 
-    def _loader(self, split: str, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self,
+        split: str,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        sampler: Sampler | None = None,
+    ) -> DataLoader:
         if not len(self.datasets.get(split, ())):
             raise UserError(f"{self.root} has no {split} images")
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             **self.loader_options,
         )

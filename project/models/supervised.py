@@ -7,7 +7,14 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MaxMetric, MeanAbsoluteError, MeanSquaredError, MetricCollection, MinMetric
+from torchmetrics import (
+    MaxMetric,
+    MeanAbsoluteError,
+    MeanMetric,
+    MeanSquaredError,
+    MetricCollection,
+    MinMetric,
+)
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
@@ -71,6 +78,13 @@ class SupervisedModule(LightningModule):
                 "test_": metrics.clone(prefix="test/"),
             }
         )
+        # the epoch's loss as a metric too: its mean weighs each batch by its size and, under
+        # DDP, sums the ranks' totals, so it equals one process's mean over the same samples
+        # (`self.log(sync_dist=True)` averages the ranks' means, wrong when their sizes differ).
+        # nan_strategy "disable": a NaN loss must reach StopOnNonFiniteLoss, not be dropped
+        self.stage_losses = nn.ModuleDict(
+            {s: MeanMetric(nan_strategy="disable") for s in ("train_", "val_", "test_")}
+        )
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
         # drawn into TensorBoard at the end of each validation and test (classification only)
         self.confusion = nn.ModuleDict(
@@ -95,24 +109,22 @@ class SupervisedModule(LightningModule):
         # the metrics are logged once, at the epoch's end (`log_epoch_metrics`): each `self.log`
         # call costs Lightning ~0.2 ms, as much as a small model's whole step
         self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
-        on_step = stage == "train"
-        # under DDP, val/test loss is averaged over every rank's samples (checkpoints pick by it);
-        # the train loss stays per rank, as syncing it would cost an all-reduce per step
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not on_step,
-        )
+        # the batch's mean once per sample, not `weight=len(targets)`: with nan_strategy
+        # "disable", torchmetrics 1.9 replaces the weights by ones (BaseAggregator)
+        self.stage_losses[f"{stage}_"].update(loss.detach().expand(len(targets)))
+        if stage == "train":  # the step's loss, this rank's batch alone: no collective per step
+            self.log("train/loss_step", loss, prog_bar=True)
         if f"{stage}_" in self.confusion:
             self.confusion[f"{stage}_"].update(outputs.detach(), targets)
         return loss
 
     def log_epoch_metrics(self, stage: str) -> None:
-        # Metric objects: Lightning computes them (synced across ranks) and resets them
+        # Metric objects: Lightning computes them (synced across ranks) and resets them. The
+        # evaluation loaders give each sample to one rank exactly once (data/batches.py), so
+        # the synced values are those of one process
         self.log_dict(self.stage_metrics[f"{stage}_"], prog_bar=stage != "train")
+        name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        self.log(name, self.stage_losses[f"{stage}_"], prog_bar=stage != "train")
 
     def draw_confusion(self, stage: str) -> None:
         if f"{stage}_" not in self.confusion:
@@ -151,7 +163,8 @@ class SupervisedModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
-            for metric in [*self.confusion.values(), self.stage_metrics["val_"]]:
+            val = [self.stage_metrics["val_"], self.stage_losses["val_"]]
+            for metric in [*self.confusion.values(), *val]:
                 metric.reset()
             return
         self.log_epoch_metrics("val")
