@@ -16,6 +16,7 @@ from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.optim import Optimizer
 
 from project.callbacks import MetricsFile, StopOnNonFiniteLoss
+from project.carried_settings import CarriedSettingsNote
 from project.checkpoints import (
     AtomicCheckpointIO,
     BestAndLastCheckpoint,
@@ -27,7 +28,13 @@ from project.errors import UserError
 from project.launch_checks import check_launch, run_here
 from project.predictions import PredictionsFile
 from project.resume import LastCheckpoint, resumed_step
-from project.runs import latest_checkpoint, run_of_checkpoint, slurm_restarts, slurm_run_folder
+from project.runs import (
+    last_logged_step,
+    latest_checkpoint,
+    run_of_checkpoint,
+    slurm_restarts,
+    slurm_run_folder,
+)
 from project.setting_checks import check_settings
 from project.summary import print_run_summary
 
@@ -79,8 +86,9 @@ def without_run_identity(config: Namespace) -> Namespace:
     logger = config.trainer.get("logger")
     if hasattr(logger, "init_args") and "TensorBoardLogger" in str(logger.get("class_path")):
         logger.init_args.version = None
-        if "purge_step" in logger.init_args:
-            logger.init_args.purge_step = None
+        for key in ("purge_step", "first_step"):
+            if key in logger.init_args:
+                logger.init_args[key] = None
     return config
 
 
@@ -234,10 +242,12 @@ class ProjectCLI(LightningCLI):
             config.trainer.default_root_dir = str(run)  # a requeue saves hpc_ckpt_N.ckpt there
             if logger.class_path == "project.loggers.TensorBoardLogger":
                 # a file: Lightning's keywords (`hpc`) name none yet; validate and friends log
-                # beside the training curves and hide none of them
+                # beside the training curves, after them (`TensorBoardLogger.at_step`)
                 resumed = self.subcommand == "fit" and Path(str(config.ckpt_path)).is_file()
                 step = resumed_step(read_checkpoint(config.ckpt_path)) if resumed else None
                 logger.init_args.purge_step = step
+                if self.subcommand != "fit":
+                    logger.init_args.first_step = last_logged_step(run)
 
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -297,6 +307,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
                 PredictionsFile(),
                 LearningRateMonitor(),
                 StopOnNonFiniteLoss(),
+                CarriedSettingsNote(),
             ],
         },
         save_config_callback=RunConfigFile,

@@ -5,9 +5,13 @@ import importlib
 import inspect
 import re
 import sys
+from functools import partial
 from typing import NoReturn
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
+
+from project.carried_settings import parsed_with_notes
 
 NOISE = (
     "Does not validate against any of the Union subtypes",
@@ -58,6 +62,9 @@ class ConciseArgumentParser(LightningArgumentParser):
         action = super().add_subcommands(*args, **kwargs)
         self.subcommands = action.choices  # filled as LightningCLI adds each subcommand's parser
         return action
+
+    def parse_args(self, *args: object, **kwargs: object) -> Namespace:
+        return parsed_with_notes(partial(super().parse_args, *args, **kwargs))
 
     def options(self) -> list[str]:
         """Every `--option` this parser or one of its subcommands accepts."""

@@ -29,11 +29,30 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         name: str | None = "lightning_logs",
         version: int | str | None = None,
         purge_step: int | None = None,
+        first_step: int | None = None,
         **kwargs: Any,
     ) -> None:
+        """
+        Args:
+            purge_step: where this process's events start, hiding later ones of earlier files.
+            first_step: log nothing below this step (set by the CLI when evaluating a run).
+        """
         if purge_step is not None:
             kwargs["purge_step"] = purge_step  # for torch's SummaryWriter
         super().__init__(save_dir, name, version, **kwargs)
+        self.first_step = first_step
+
+    def at_step(self, step: int) -> int:
+        """The step to log at: `validate`, `test` and `predict` of a finished run start at step
+        0, and TensorBoard's default loader, seeing a tag's step go back in a new event file,
+        hides the tag's later points: one `validate` left of a 20-epoch `val/acc` curve a single
+        point. Logged at the run's last step instead, the curves stay whole, and the evaluation
+        is the newest point."""
+        return step if self.first_step is None else max(step, self.first_step)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics(metrics, None if step is None else self.at_step(step))
 
     def _get_next_version(self) -> int:
         version = super()._get_next_version()

@@ -14,6 +14,8 @@ folder to the job's own run folder, so another job's checkpoint is never in sigh
 import os
 from pathlib import Path
 
+import torch
+
 from project.launch_checks import in_slurm_job
 
 
@@ -76,3 +78,13 @@ def run_of_checkpoint(checkpoint: Path) -> Path | None:
     if checkpoint.name.startswith("hpc_ckpt_") and (parent / "config.yaml").is_file():
         return parent
     return None
+
+
+def last_logged_step(run: Path) -> int | None:
+    """The first step after the training curves of the run (those end at its newest checkpoint)."""
+    latest = latest_checkpoint(run)
+    if latest is None:
+        return None
+    # memory-mapped: only the counters are read, not the weights
+    step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    return int(step) + 1  # after the last point: an image at an existing step would replace it

@@ -1,5 +1,6 @@
 """What a finished run offers: test/predict from its folder, predictions.csv, the summary."""
 
+import contextlib
 import csv
 import io
 import json
@@ -8,12 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs
+from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs, saved_step
 
 
 def test_fit_ends_with_a_summary(capsys: pytest.CaptureFixture, finished_run: Path) -> None:
@@ -69,45 +71,57 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def tensorboard(logdir: Path) -> Iterator[Callable[..., dict]]:
+    """A TensorBoard server (its default loader) over `logdir`; yields `get(path, body=None)`,
+    which asks its HTTP API, once it serves a run."""
+    port = free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "tensorboard", "--logdir", logdir,
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/data/plugin"
+
+    def get(path: str, body: dict | None = None) -> dict:
+        if path.startswith("/"):  # a whole path, e.g. an image's
+            url = f"http://127.0.0.1:{port}{path}"
+        else:
+            url = f"{base}/{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return (
+                json.load(response)
+                if "json" in response.headers["Content-Type"]
+                else response.read()
+            )
+
+    try:
+        for _ in range(120):  # the server takes a few seconds to start and read the logs
+            try:
+                if get("scalars/tags"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("TensorBoard did not serve the runs within 60 s")
+        yield get
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run: Path) -> None:
     # an image model's run beside the GRU's, as after `make train` and an image experiment
     tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
     cli(
         "fit", "-c", CONFIGS / "image" / "small_cnn.yaml", *tiny, "--test_after_fit", "true", *QUIET
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            Path(sys.executable).parent / "tensorboard",
-            "--logdir",
-            finished_run.parents[1],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin"
-
-    def get(path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{base}/{path}", data, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-
-    try:
-        for _ in range(120):  # the server takes a few seconds to start and read the logs
-            try:
-                scalars = get("scalars/tags")["gru/version_0"]
-                break
-            except (OSError, KeyError):
-                time.sleep(0.5)
-        else:
-            pytest.fail("TensorBoard did not serve the run within 60 s")
+    with tensorboard(finished_run.parents[1]) as get:
+        scalars = get("scalars/tags")["gru/version_0"]
         assert {"train/loss_step", "val/acc", "val/acc_best", "test/acc", "lr-Adam"} <= set(scalars)
 
         images = get("images/tags")["gru/version_0"]
@@ -116,9 +130,8 @@ def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run:
         images = get("images/tags")["small_cnn/version_0"]
         assert {"val/predictions", "test/predictions"} <= set(images)
         (shown,) = get("images/images?run=small_cnn/version_0&tag=test/predictions&sample=0")
-        png = f"{base}/images/individualImage?{shown['query']}"
-        with urllib.request.urlopen(png, timeout=10) as response:
-            grid = Image.open(io.BytesIO(response.read()))
+        png = get(f"/data/plugin/images/individualImage?{shown['query']}")
+        grid = Image.open(io.BytesIO(png))
         assert grid.size == (410, 466)  # 16 captioned tiles of 100×114 pixels, 4 by 4
 
         groups = get(
@@ -140,9 +153,6 @@ def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run:
         final = json.loads((finished_run / "metrics.json").read_text())
         assert metrics["test/acc"] == pytest.approx(final["test/acc"])
         assert metrics["val/acc"] == pytest.approx(final["val/acc"])
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_progress_bar_is_rich_unless_turned_off(workdir: Path) -> None:
@@ -176,3 +186,22 @@ def test_predict_under_ddp_matches_one_process(finished_run: Path) -> None:
     for got, want in zip(rows, expected, strict=True):
         assert got["predicted"] == want["predicted"]
         assert float(got["prob_3"]) == pytest.approx(float(want["prob_3"]), abs=1e-5)
+
+
+def test_evaluating_a_run_keeps_its_curves_whole_in_tensorboard(finished_run: Path) -> None:
+    """validate, test and predict log into the run's folder after its training curves: the
+    default loader of TensorBoard still shows every epoch's val/acc and confusion matrix."""
+    for command in ("validate", "test", "predict"):
+        cli(command, "-c", finished_run / "config.yaml", "--ckpt_path", "best", *QUIET)
+    last_step = saved_step(finished_run)
+    with tensorboard(finished_run.parents[1]) as get:
+        run = "run=gru/version_0"
+        curve = get(f"scalars/scalars?{run}&tag=val/acc")
+        steps = [step for _, step, _ in curve]
+        # one point per epoch (2), the fit's own validation of its best checkpoint at its last
+        # step, then the `validate` just run, after it: no step goes back
+        assert len(steps) == 4 and steps == sorted(steps), steps
+        assert steps[1] < last_step == steps[2] < steps[3], steps
+        matrices = get(f"images/images?{run}&tag=val/confusion_matrix")
+        assert len({m["step"] for m in matrices}) == 3, matrices
+        assert len(get(f"scalars/scalars?{run}&tag=train/loss_epoch")) == 2

@@ -138,7 +138,9 @@ class SupervisedModule(LightningModule):
         """Draws a `(3, H, W)` image into TensorBoard at this step (rank 0; other loggers: no)."""
         experiment = getattr(self.logger, "experiment", None)
         if self.trainer.is_global_zero and hasattr(experiment, "add_image"):
-            experiment.add_image(tag, image, self.global_step)
+            at_step = getattr(self.logger, "at_step", None)  # project.loggers.TensorBoardLogger
+            step = at_step(self.global_step) if at_step else self.global_step
+            experiment.add_image(tag, image, step)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
