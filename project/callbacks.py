@@ -38,11 +38,17 @@ class MetricsFile(Callback):
     the run's hyperparameters, so the runs of a sweep compare in one table.
     """
 
+    def __init__(self) -> None:
+        # set by the CLI when a run is evaluated on other data than its own: the results go to
+        # `metrics-<name>.json` beside the run's `metrics.json`
+        self.other_data: str | None = None
+
     def _write(self, trainer: Trainer, prefixes: tuple[str, ...]) -> None:
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
         if not trainer.is_global_zero or log_dir is None or trainer.sanity_checking:
             return
-        path = Path(log_dir) / "metrics.json"
+        name = f"metrics-{self.other_data}.json" if self.other_data else "metrics.json"
+        path = Path(log_dir) / name
         metrics = json.loads(path.read_text()) if path.exists() else {}
         metrics.update(
             {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}

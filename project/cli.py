@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -26,11 +27,13 @@ from project.checkpoints import (
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
 from project.launch_checks import check_launch, run_here
+from project.lightning_noise import ignore_lightning_noise
 from project.predictions import PredictionsFile
 from project.resume import LastCheckpoint, resumed_step
 from project.runs import (
     last_logged_step,
     latest_checkpoint,
+    other_data_name,
     run_of_checkpoint,
     slurm_restarts,
     slurm_run_folder,
@@ -168,10 +171,11 @@ class ProjectCLI(LightningCLI):
         ):
             # Rich's bar when the bar is on (a bar in the callbacks while it is off is an error)
             self.trainer_defaults["callbacks"].append(RichProgressBar())
-        if self.subcommand == "fit":
-            # last in the list: StopOnNonFiniteLoss stops a NaN step before it can be saved
-            last = LastCheckpoint(**config.last_checkpoint.as_dict())
-            self.trainer_defaults["callbacks"].append(last)
+        # last in the list: StopOnNonFiniteLoss stops a NaN step before it can be saved. In every
+        # subcommand (it acts in fit only): Lightning warns when a checkpoint that holds its state
+        # is loaded without it
+        last = LastCheckpoint(**config.last_checkpoint.as_dict())
+        self.trainer_defaults["callbacks"].append(last)
 
     def use_slurm_run_folder(self, config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
         """In a Slurm job, the run is `logs/<experiment>/slurm-<job>/`, also Lightning's
@@ -248,6 +252,22 @@ class ProjectCLI(LightningCLI):
                 logger.init_args.purge_step = step
                 if self.subcommand != "fit":
                     logger.init_args.first_step = last_logged_step(run)
+        if self.subcommand != "fit" and (run / "config.yaml").is_file():
+            self.name_results_on_other_data(run, config)
+
+    def name_results_on_other_data(self, run: Path, config: Namespace) -> None:
+        """Metrics and predictions of a run on other data than its own (`test -c
+        <run>/config.yaml --data.init_args.test other.npz`) go beside the run's, named after
+        the data, and never replace the run's own `metrics.json`."""
+        dumped = self._parser(self.subcommand).dump(config, skip_validation=True)
+        data = yaml.safe_load(dumped).get("data") or {}
+        name = other_data_name(run, data)
+        if name is None:
+            return
+        for callback in self.trainer_defaults["callbacks"]:
+            if isinstance(callback, MetricsFile | PredictionsFile):
+                callback.other_data = name
+        print(f"note: not the data {run} was fit on: results go to *-{name}.*", file=sys.stderr)
 
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -278,9 +298,7 @@ class ProjectCLI(LightningCLI):
     def before_fit(self) -> None:
         checkpoint = self.check_ckpt_path()
         # the summary then says what this process did and what the whole run did
-        self.resumed_from = (
-            (resumed_step(checkpoint), int(checkpoint.get("epoch", 0))) if checkpoint else None
-        )
+        self.resumed_from = resumed_step(checkpoint) if checkpoint else None
         self.fit_started = time.monotonic()
 
     def after_fit(self) -> None:
@@ -324,6 +342,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
 def main(args: list[str] | None = None) -> None:
     # "Seed set to N" would precede every one-line error; the seed is in the saved config.yaml
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    ignore_lightning_noise()
     try:
         make_cli(args)
     except Exception as error:

@@ -21,6 +21,8 @@ class PredictionsFile(BasePredictionWriter):
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
+        # set by the CLI for other data than the run's: `predictions-<name>.csv`, beside
+        self.other_data: str | None = None
 
     def write_on_epoch_end(
         self,
@@ -49,7 +51,8 @@ class PredictionsFile(BasePredictionWriter):
             loaders = trainer.predict_dataloaders
             loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
             names = getattr(getattr(loader, "dataset", None), "sample_names", None)
-            self._write_csv(folder / "predictions.csv", rows, pl_module.task, names)
+            name = f"predictions-{self.other_data}.csv" if self.other_data else "predictions.csv"
+            self._write_csv(folder / name, rows, pl_module.task, names)
         trainer.strategy.barrier()
 
     @staticmethod

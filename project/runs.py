@@ -13,8 +13,10 @@ folder to the job's own run folder, so another job's checkpoint is never in sigh
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 from project.launch_checks import in_slurm_job
 
@@ -88,3 +90,30 @@ def last_logged_step(run: Path) -> int | None:
     # memory-mapped: only the counters are read, not the weights
     step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["global_step"]
     return int(step) + 1  # after the last point: an image at an existing step would replace it
+
+
+# how a DataModule serves its data, not which data it is
+LOADER_SETTINGS = {"batch_size", "num_workers", "pin_memory", "persistent_workers"}
+
+
+def other_data_name(run: Path, data: dict[str, Any]) -> str | None:
+    """A short name for `data` when it is not the data the run was fit on (its `config.yaml`),
+    so that results on it are written beside the run's own (`metrics-<name>.json`), never over
+    them; None when it is the same data. The name is made of what differs: a file's or
+    folder's name, else `key=value`."""
+    saved = yaml.safe_load((run / "config.yaml").read_text()).get("data") or {}
+    if saved.get("class_path") != data.get("class_path"):
+        return str(data.get("class_path", "data")).rpartition(".")[2]
+    before, now = saved.get("init_args") or {}, data.get("init_args") or {}
+    changed = sorted(k for k in before.keys() | now.keys() - LOADER_SETTINGS
+                     if k not in LOADER_SETTINGS and before.get(k) != now.get(k))  # fmt: skip
+    if not changed:
+        return None
+    parts = []
+    for key in changed:
+        value = now.get(key)
+        if isinstance(value, str) and ("/" in value or "." in value):
+            parts.append(Path(value).stem or Path(value).name)
+        else:
+            parts.append(f"{key}={value}")
+    return "_".join(parts).replace(" ", "")

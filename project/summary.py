@@ -6,12 +6,10 @@ from pathlib import Path
 from lightning import Trainer
 
 
-def print_run_summary(
-    trainer: Trainer, seconds: float, resumed_from: tuple[int, int] | None = None
-) -> None:
+def print_run_summary(trainer: Trainer, seconds: float, resumed_from: int | None = None) -> None:
     """Prints the summary; never fails a run that trained (a broken line is left out).
 
-    `resumed_from`: the (step, epoch) of the checkpoint this process continued, if any.
+    `resumed_from`: the step of the checkpoint this process continued, if any.
     """
     try:
         lines = summary_lines(trainer, seconds, resumed_from)
@@ -21,17 +19,14 @@ def print_run_summary(
     print("\n".join(["─" * width, *lines, "─" * width]))
 
 
-def summary_lines(
-    trainer: Trainer, seconds: float, resumed_from: tuple[int, int] | None
-) -> list[str]:
+def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) -> list[str]:
     epochs, steps = trainer.current_epoch, trainer.global_step
     if resumed_from is None:
         lines = [f"fit took {seconds:.1f} s ({epochs} epochs, {steps} steps)"]
     else:
-        step, epoch = resumed_from
         lines = [
-            f"fit took {seconds:.1f} s: resumed at step {step} (epoch {epoch}), trained "
-            f"{steps - step} steps to step {steps}; the run has {epochs} epochs, {steps} steps"
+            f"fit took {seconds:.1f} s: resumed at step {resumed_from}, trained "
+            f"{steps - resumed_from} steps to step {steps}; the run has {epochs} epochs"
         ]
     best = trainer.checkpoint_callback
     if best is not None and getattr(best, "best_model_path", ""):

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,10 +12,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from project.summary import print_run_summary, summary_lines
 from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs, saved_step
 
 
@@ -205,3 +209,65 @@ def test_evaluating_a_run_keeps_its_curves_whole_in_tensorboard(finished_run: Pa
         matrices = get(f"images/images?{run}&tag=val/confusion_matrix")
         assert len({m["step"] for m in matrices}) == 3, matrices
         assert len(get(f"scalars/scalars?{run}&tag=train/loss_epoch")) == 2
+
+
+def test_results_on_other_data_go_beside_the_runs_own(workdir: Path) -> None:
+    """`test` of a run on another file writes metrics-<file>.json, and `predict` on new,
+    unlabelled data predictions-<file>.csv; the run's own metrics.json keeps its numbers."""
+    generator = np.random.default_rng(0)
+    for name, size in (("train", 40), ("test", 21), ("other", 13), ("new", 5)):
+        x = generator.normal(size=(size, 12, 2)).astype(np.float32)
+        labels = {} if name == "new" else {"y": generator.integers(0, 3, size=size)}
+        np.savez(workdir / f"{name}.npz", x=x, **labels)
+    data = "--data SequenceFileDataModule --data.train train.npz --data.test test.npz".split()
+    cli("fit", "-c", CONFIGS / "gru.yaml", *data, "--trainer.max_epochs", "1", *QUIET)
+    (run,) = run_dirs(workdir, "gru")
+    cli("test", "-c", run / "config.yaml", "--ckpt_path", "best", *QUIET)
+    own = (run / "metrics.json").read_text()
+    cli("test", "-c", run / "config.yaml", "--ckpt_path", "best",
+        "--data.init_args.test", "other.npz", *QUIET)  # fmt: skip
+    assert (run / "metrics.json").read_text() == own
+    other = json.loads((run / "metrics-other.json").read_text())
+    assert set(other) == {k for k in json.loads(own) if k.startswith("test/")}
+    cli("predict", "-c", run / "config.yaml", "--ckpt_path", "best",
+        "--data.init_args.predict", "new.npz", *QUIET)  # fmt: skip
+    assert not (run / "predictions.csv").exists()
+    with (run / "predictions-new.csv").open() as file:
+        assert len(list(csv.DictReader(file))) == 5
+
+
+def test_a_summary_never_fails_a_run_and_tells_a_resume_apart(
+    finished_run: Path, workdir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Resumed from a checkpoint outside any run folder, the run knows no best score: the
+    summary says what it can, and what this process trained, and the fit exits 0."""
+    outside = workdir / "outside.ckpt"
+    shutil.copy(finished_run / "checkpoints" / "last.ckpt", outside)
+    steps = saved_step(finished_run)
+    capsys.readouterr()
+    cli("fit", "-c", CONFIGS / "gru.yaml", "--ckpt_path", outside, "--trainer.max_epochs", "3",
+        *QUIET)  # fmt: skip
+    summary = capsys.readouterr().out
+    per_epoch = steps // 2
+    assert (
+        f"resumed at step {steps}, trained {per_epoch} steps to step {steps + per_epoch}; "
+        "the run has 3 epochs" in summary
+    )
+    assert "no summary" not in summary
+
+
+def test_a_summary_without_a_best_score_or_with_a_broken_part_still_prints() -> None:
+    """What made a Slurm job FAILED after it trained: `float(None)` for an unknown best score."""
+    checkpoint = SimpleNamespace(
+        best_model_path="logs/x/version_0/checkpoints/best-epoch=3-step=8.ckpt",
+        best_model_score=None,
+        monitor="val/loss",
+    )
+    trainer = SimpleNamespace(
+        current_epoch=4, global_step=10, checkpoint_callback=checkpoint, callback_metrics={},
+        logger=None,
+    )  # fmt: skip
+    lines = summary_lines(trainer, 1.0, None)
+    assert lines[1] == f"best checkpoint: {checkpoint.best_model_path}" and len(lines) == 2
+    broken = SimpleNamespace(current_epoch=4, global_step=10)  # no checkpoint_callback at all
+    print_run_summary(broken, 1.0)  # prints a line saying so, raises nothing
