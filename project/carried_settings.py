@@ -36,10 +36,9 @@ def setting_names(init_args: object) -> list[str]:
 def noting_carried_settings() -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
     """Yields a list that gets (old class, new class, {setting: value kept}) for each switch."""
     switches: list[tuple[str, str, dict[str, Any]]] = []
-    discard = DISCARD
 
     def discard_and_note(parser_or_action: object, prev_val: Any, value: Any) -> None:
-        discard(parser_or_action, prev_val, value)  # drops what the new class does not accept
+        DISCARD(parser_or_action, prev_val, value)  # drops what the new class does not accept
         if not prev_val or not value or "init_args" not in prev_val:
             return
         old, new = prev_val.get("class_path"), value.get("class_path")
@@ -57,7 +56,7 @@ def noting_carried_settings() -> Iterator[list[tuple[str, str, dict[str, Any]]]]
     try:
         yield switches
     finally:
-        typehints.discard_init_args_on_class_path_change = discard
+        typehints.discard_init_args_on_class_path_change = DISCARD
 
 
 def carried_notes(switches: list[tuple[str, str, dict[str, Any]]], config: Namespace) -> list[str]:
@@ -75,12 +74,13 @@ def carried_notes(switches: list[tuple[str, str, dict[str, Any]]], config: Names
         for key, spec in sorted(specs.items(), key=lambda item: item[0].count(".")):
             init_args = spec.get("init_args") or Namespace()
             names = [n for n in kept if spec.class_path == new and init_args.get(n) == kept[n]]
-            note = f"{key}.init_args {', '.join(names)} carried over from {short(old)} to "
-            note += short(new)
-            if names and note not in notes:
-                notes.append(note)
+            if names:
+                notes.append(
+                    f"{key}.init_args {', '.join(names)} carried over from {short(old)} to "
+                    f"{short(new)}"
+                )
                 break
-    return notes
+    return list(dict.fromkeys(notes))  # jsonargparse may decide on one switch twice
 
 
 def parsed_with_notes(parse: Callable[[], Namespace]) -> Namespace:

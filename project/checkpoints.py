@@ -123,6 +123,13 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning 2.6 saves last.ckpt at the end of a fit without its fast_dev_run check; with
+        # no logger (fast_dev_run drops it) into `<default_root_dir>/checkpoints`: the folder the
+        # user started from, by a smoke test that writes no checkpoint
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def _refresh_last(self, trainer: Trainer) -> None:
         # skipped when this step was saved already (and in sanity checks, outside fit, …)
         if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):

@@ -29,6 +29,7 @@ from project.errors import UserError
 from project.launch_checks import check_launch, run_here
 from project.lightning_noise import ignore_lightning_noise
 from project.predictions import PredictionsFile
+from project.provenance import save_provenance
 from project.resume import LastCheckpoint, resumed_step
 from project.runs import (
     last_logged_step,
@@ -72,9 +73,10 @@ class RunConfigFile(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        save_provenance(trainer)  # provenance.json beside config.yaml, and in the text tab
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
-            text = self.parser.dump(self.config, skip_none=False)
+            text = self.parser.dump(self.config, skip_unset=False)
             # four leading spaces: TensorBoard renders the text as markdown, this keeps it verbatim
             experiment.add_text("config", "    " + text.replace("\n", "\n    "))
 

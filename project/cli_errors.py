@@ -1,4 +1,5 @@
-"""Turns jsonargparse's nested error reports into one line that names the key and the fix."""
+"""Turns jsonargparse's nested error reports into one line that names the key and the fix; refuses
+abbreviated options, naming the one most likely meant."""
 
 import difflib
 import importlib

@@ -23,11 +23,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "accumulate_grad_batches": (lambda v: v >= 1, "an integer >= 1"),
     "min_epochs": (lambda v: v >= 0, ">= 0"),
     "min_steps": (lambda v: v >= 0, ">= 0"),
-    "val_check_interval": (
-        lambda v: v > 0,
-        "> 0 (a fraction of the epoch up to 1.0, or a number of batches); "
-        "--trainer.limit_val_batches 0 skips validation",
-    ),
+    "val_check_interval": (lambda v: v > 0, "> 0 (a fraction of an epoch, or a number of batches)"),
     "check_val_every_n_epoch": (
         lambda v: v >= 1,
         ">= 1, or null to validate every val_check_interval batches across epochs",

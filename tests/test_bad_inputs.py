@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from project.cli import main
+from project.setting_checks import RANGES
 from tests.conftest import CONFIGS, QUIET, cli, cli_process
 
 GRU = CONFIGS / "gru.yaml"
@@ -162,7 +163,38 @@ CATALOGUE = {
         plain("fit", "-c", GRU, "--last_checkpoint.signals", "[SIGFOO]"),
         "unknown signal 'SIGFOO'",
     ),
+    # argparse took a prefix of an option for the option: this trained 3 epochs
+    "abbreviated option": (
+        plain("fit", "-c", GRU, "--trainer.max_epoch", "3"),
+        "unrecognized arguments: --trainer.max_epoch 3; did you mean --trainer.max_epochs?",
+    ),
+    "abbreviated option with =": (
+        plain("fit", "-c", GRU, "--trainer.limit_train=2"),
+        "did you mean --trainer.limit_train_batches?",
+    ),
 }
+
+# a value Lightning accepts but that makes no sense, for each setting of project/setting_checks.py
+OUT_OF_RANGE = {
+    "accumulate_grad_batches": "-2",  # trained the model backwards
+    "min_epochs": "-1",
+    "min_steps": "-1",
+    "val_check_interval": "0",
+    "check_val_every_n_epoch": "0",
+    "log_every_n_steps": "-1",
+    "gradient_clip_val": "-1",
+    "num_sanity_val_steps": "-2",
+    "num_nodes": "0",
+}
+for name, value in OUT_OF_RANGE.items():
+    CATALOGUE[f"trainer.{name} {value}"] = (
+        plain("fit", "-c", GRU, f"--trainer.{name}", value),
+        f"trainer.{name} must be {RANGES[name][1]}, got {value}",
+    )
+
+
+def test_every_checked_setting_has_a_bad_input() -> None:
+    assert set(OUT_OF_RANGE) == set(RANGES)
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.replace(" ", "-"))

@@ -155,7 +155,7 @@ def test_predict_on_a_file_without_labels(workdir: Path) -> None:
     run = workdir / "logs" / "mine" / "version_0"
     cli("predict", "-c", config, "--ckpt_path", run / "checkpoints" / "last.ckpt",
         "--data.init_args.predict", new, *QUIET)  # fmt: skip
-    with (run / "predictions.csv").open() as file:
+    with (run / "predictions-new.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [int(r["index"]) for r in rows] == list(range(7))
     assert list(rows[0]) == ["index", "predicted", *(f"prob_{k}" for k in range(4))]

@@ -202,7 +202,7 @@ def test_predict_labels_a_folder_of_new_images(workdir: Path) -> None:
         new,
         *QUIET,
     )
-    with (run / "predictions.csv").open() as file:
+    with (run / "predictions-new.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert list(rows[0]) == ["index", "file", "predicted", "prob_0", "prob_1"]
     assert [(r["index"], r["file"]) for r in rows] == [(str(i), f"{i}.png") for i in range(5)]

@@ -130,7 +130,8 @@ class SplitsDataModule(LightningDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        # new samples to label when the DataModule was given some, else the test split
+        return self._loader("predict" if "predict" in self.datasets else "test")
 
 
 class InMemoryDataModule(SplitsDataModule):

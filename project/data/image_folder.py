@@ -155,11 +155,6 @@ class ImageFolderDataModule(SplitsDataModule):
             "test": Subset(other, test),
         }
 
-    def predict_dataloader(self) -> DataLoader:
-        if "predict" in self.datasets:
-            return self._loader("predict")
-        return super().predict_dataloader()  # the test split
-
     def permutation(self, n: int) -> list[int]:
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from project.data.sequences import SequenceDataModule, split_off
 from project.errors import UserError
@@ -171,8 +171,3 @@ class SequenceFileDataModule(SequenceDataModule):
             held = max(1, round(val_size * len(data["train"])))
             data["train"], data["val"] = split_off(data["train"], held, split_seed)
         self.datasets = data
-
-    def predict_dataloader(self) -> DataLoader:
-        if "predict" in self.datasets:
-            return self._loader("predict")
-        return super().predict_dataloader()  # the test split
