@@ -4,6 +4,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -345,6 +346,7 @@ def main(args: list[str] | None = None) -> None:
     # "Seed set to N" would precede every one-line error; the seed is in the saved config.yaml
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     ignore_lightning_noise()
+    warnings.formatwarning = one_line_for_ours
     try:
         make_cli(args)
     except Exception as error:
@@ -359,6 +361,24 @@ def main(args: list[str] | None = None) -> None:
     # ranks may never join the collective destroy.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+PACKAGE = Path(__file__).resolve().parent
+PYTHON_FORMAT = warnings.formatwarning
+
+
+def one_line_for_ours(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """This project's own warnings (e.g. data that looks zero-padded) as one line: Python would
+    add the source line that raised it, which tells a user nothing."""
+    if Path(filename).resolve().is_relative_to(PACKAGE):
+        return f"warning: {message}\n"
+    return PYTHON_FORMAT(message, category, filename, lineno, line)
 
 
 def user_error_in(error: BaseException | None) -> BaseException | None:

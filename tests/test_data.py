@@ -112,6 +112,18 @@ def test_zero_padded_file_without_lengths_warns_once(workdir: Path) -> None:
     )
 
 
+def test_the_padding_warning_is_one_line_in_a_real_process(workdir: Path) -> None:
+    data_file = write_padded(workdir / "padded.npz")
+    data = ["--data", "SequenceFileDataModule", "--data.train", data_file]
+    quick = ["--trainer.fast_dev_run", "true", *QUIET]
+    result = cli_process("fit", "-c", CONFIGS / "gru.yaml", *data, *quick, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    (index,) = [i for i, line in enumerate(lines) if "all-zero time steps" in line]
+    assert lines[index].startswith(f"warning: data file {data_file}: 40 of 40 samples")
+    assert "rank_zero_warn" not in result.stderr  # no source line repeated after it
+
+
 def normal_sequences(kind: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 40)
