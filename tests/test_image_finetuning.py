@@ -14,7 +14,7 @@ from project.data.digits import DigitsDataModule
 from project.errors import UserError
 from project.finetuning import is_batch_norm
 from project.models.image import ImageClassifier
-from tests.conftest import ROOT
+from tests.conftest import CONFIGS, QUIET, ROOT, cli_process
 
 
 class Record(Callback):
@@ -154,3 +154,24 @@ def test_ddp_ranks_end_with_identical_weights_after_unfreezing(tmp_path: Path) -
     unsynced, other = runs["unsynced_rank0"], runs["unsynced_rank1"]
     differ = [k for k, v in unsynced["state"].items() if not torch.equal(v, other["state"][k])]
     assert "net.layer1.0.conv1.weight" in differ, "without the averaging the ranks should drift"
+
+
+def test_a_run_resumed_after_unfreezing_does_not_unfreeze_again(tmp_path: Path) -> None:
+    """The log says what this process did: a run resumed after its unfreezing epoch reports
+    the backbone as trainable already, not as unfrozen a second time."""
+    staged = [
+        "--model.backbone", "resnet18", "--model.image_size", "32", "--model.weights", "null",
+        "--model.freeze", "backbone", "--model.unfreeze_at_epoch", "1",
+        "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", *QUIET,
+    ]  # fmt: skip
+    config = CONFIGS / "image" / "small_cnn.yaml"
+    first = cli_process("fit", "-c", config, *staged, "--trainer.max_epochs", "2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Epoch 1: backbone unfrozen" in first.stderr
+    run = tmp_path / "logs" / "small_cnn" / "version_0"
+    again = cli_process("fit", "-c", run / "config.yaml", "--ckpt_path", "last",
+                        "--trainer.max_epochs", "3", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "backbone unfrozen" not in again.stderr
+    assert "Epoch 2: resumed with the backbone trainable (unfrozen at epoch 1)" in again.stderr
+    assert "resumed at step 4, trained 2 steps to step 6" in again.stdout
