@@ -7,7 +7,7 @@ ARGS   ?=
 SWEEP  ?= scripts/slurm/example_sweep.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install train resume finetune test test-fast lint format tensorboard clean slurm-train sweep collect slurm-local
+.PHONY: help install train resume finetune test test-slow test-all lint format tensorboard clean slurm-train sweep collect slurm-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,11 +31,14 @@ resume: install ## Continue the newest run of EXP after Ctrl-C, SIGTERM or a kil
 finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
 	$(PY) -m project.finetune_demo $(ARGS)
 
-test: install ## Run the whole test suite
-	$(PY) -m pytest -q
-
-test-fast: install ## Run the tests not marked slow
+test: install ## The everyday tests (under 3 minutes on 2 cores): all but those marked slow
 	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install ## The slow tier alone (real Slurm, DDP, kills, whole trainings): CI runs it after `test`
+	$(PY) -m pytest -q -m slow
+
+test-all: install ## Both tiers in one run
+	$(PY) -m pytest -q
 
 lint: install ## Check style and format with ruff
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from project.provenance import git_state
 from tests.conftest import CONFIGS, QUIET, ROOT, cli_process
 
+pytestmark = pytest.mark.slow  # four processes, each a fresh start of torch and Lightning
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 VERSIONS = {"python", "torch", "lightning", "torchvision", "torchmetrics"}
 # Lightning's own format ("file.py:12: message") and Python's ("file.py:12: UserWarning: ...")

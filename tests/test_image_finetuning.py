@@ -156,6 +156,7 @@ def test_ddp_ranks_end_with_identical_weights_after_unfreezing(tmp_path: Path) -
     assert "net.layer1.0.conv1.weight" in differ, "without the averaging the ranks should drift"
 
 
+@pytest.mark.slow
 def test_a_run_resumed_after_unfreezing_does_not_unfreeze_again(tmp_path: Path) -> None:
     """The log says what this process did: a run resumed after its unfreezing epoch reports
     the backbone as trainable already, not as unfrozen a second time."""
