@@ -52,6 +52,10 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.first_step is not None:
+            # Lightning adds `epoch` to every record; an evaluation's (0) would end the run's
+            # epoch curve with a drop to 0
+            metrics = {k: v for k, v in metrics.items() if k != "epoch"}
         super().log_metrics(metrics, None if step is None else self.at_step(step))
 
     def _get_next_version(self) -> int:

@@ -210,6 +210,8 @@ def test_evaluating_a_run_keeps_its_curves_whole_in_tensorboard(finished_run: Pa
         matrices = get(f"images/images?{run}&tag=val/confusion_matrix")
         assert len({m["step"] for m in matrices}) == 3, matrices
         assert len(get(f"scalars/scalars?{run}&tag=train/loss_epoch")) == 2
+        epochs = [value for _, step, value in get(f"scalars/scalars?{run}&tag=epoch")]
+        assert epochs == sorted(epochs), epochs  # no drop to 0 at the end
 
 
 def test_results_on_other_data_go_beside_the_runs_own(workdir: Path) -> None:
