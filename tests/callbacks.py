@@ -100,3 +100,37 @@ class TrainingRecord(Callback):
         record = {"precision": trainer.precision, "net_output_dtypes": sorted(self.dtypes)}
         record["train_loss"] = self.epoch_losses
         self.path.write_text(json.dumps(record))
+
+
+class GradientNorms(Callback):
+    """Writes `path` when fit ends: the global L2 norm of the gradients at each optimizer step,
+    before Lightning clips them (`on_before_optimizer_step`) and as the optimizer used them
+    (still in `.grad` when the batch ends, until the next step clears them)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.before: list[float] = []
+        self.applied: list[float] = []
+
+    @staticmethod
+    def norm(module: LightningModule) -> float:
+        grads = [p.grad.detach().flatten() for p in module.parameters() if p.grad is not None]
+        return torch.cat(grads).norm().item()
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: object
+    ) -> None:
+        self.before.append(self.norm(pl_module))
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        self.applied.append(self.norm(pl_module))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.path.write_text(json.dumps({"before": self.before, "applied": self.applied}))

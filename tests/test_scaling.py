@@ -29,6 +29,8 @@ TINY = ["--model.init_args.hidden_size", "16", "--data.init_args.batch_size", "2
 # test_every_trainer_overlay_is_exercised until it is listed here
 EXERCISED_BY = {
     "accumulate": "test_accumulation_matches_one_large_batch",
+    "clip_gradients": "test_clip_gradients_overlay_bounds_the_applied_norm",
+    "early_stopping": "test_early_stopping_resumed_stops_where_an_uninterrupted_run_stops",
     "bf16": "test_bf16_mixed_trains_on_cpu",
     "compile": "test_compile_overlay_trains_and_keeps_checkpoint_keys",
     "cpu": "test_cpu_overlay_trains",
@@ -425,3 +427,39 @@ def test_consistent_launches_pass(clean_launch_env: pytest.MonkeyPatch) -> None:
     check_launch({"accelerator": "cpu", "devices": 2, "num_nodes": 1})
     clean_launch_env.setenv("SLURM_JOB_NAME", "interactive")  # Lightning ignores Slurm then
     check_launch({"accelerator": "cpu", "devices": 1, "num_nodes": 1})
+
+
+def test_clip_gradients_overlay_bounds_the_applied_norm(workdir: Path) -> None:
+    """With a learning rate high enough for large gradients, every step the optimizer takes
+    uses gradients of norm at most 1.0, and some were larger before clipping."""
+    record = callback_flag("GradientNorms", path="norms.json")
+    cli("fit", "-c", GRU, "-c", TRAINER / "clip_gradients.yaml", *TINY, *record,
+        "--trainer.max_steps", "8", "--trainer.limit_val_batches", "0",
+        "--optimizer.init_args.lr", "0.5")  # fmt: skip
+    norms = json.loads((workdir / "norms.json").read_text())
+    assert len(norms["applied"]) == len(norms["before"]) == 8
+    assert max(norms["applied"]) <= 1.0 + 1e-5, norms["applied"]
+    assert max(norms["before"]) > 1.0, norms["before"]  # the overlay had something to clip
+
+
+@pytest.mark.slow
+def test_early_stopping_resumed_stops_where_an_uninterrupted_run_stops(workdir: Path) -> None:
+    """The overlay's patience is in the checkpoints: a run stopped after 2 epochs and resumed
+    stops at the same epoch as a run never stopped, not `patience` epochs later."""
+    # a learning rate so small that val/loss never improves by min_delta after the first epoch
+    stalled = [
+        "-c", TRAINER / "early_stopping.yaml", *TINY, "--optimizer.init_args.lr", "1e-9",
+        "--trainer.callbacks.init_args.patience", "2", "--trainer.callbacks.init_args.min_delta",
+        "0.01", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+    ]  # fmt: skip
+    cli("fit", "-c", GRU, *stalled, "--trainer.max_epochs", "10", "--experiment", "whole")
+    cli("fit", "-c", GRU, *stalled, "--trainer.max_epochs", "2", "--experiment", "cut")
+    cut = workdir / "logs" / "cut" / "version_0"
+    cli("fit", "-c", cut / "config.yaml", "--ckpt_path", "last", "--trainer.max_epochs", "10",
+        *QUIET)  # fmt: skip
+    whole = workdir / "logs" / "whole" / "version_0"
+    stopped = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert stopped < 9, "the uninterrupted run must stop early for this test to mean anything"
+    resumed = torch.load(cut / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert resumed == stopped, (resumed, stopped)
+    print(f"early stopping: stopped at epoch {stopped}, resumed run too")
