@@ -13,7 +13,7 @@ import math
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from project.data.resumable import ResumableLoader, SeededShuffle
 from project.errors import UserError
@@ -98,6 +98,23 @@ class SplitsDataModule(LightningDataModule):
         world_size = self.trainer.world_size if self.trainer is not None else 1
         per_rank = math.ceil(len(self.datasets.get("train", ())) / world_size)
         return self.batch_size > 1 and per_rank % self.batch_size == 1
+
+    def train_labels(self) -> torch.Tensor:
+        """The training split's labels (for `class_weights: balanced`), without loading inputs."""
+        dataset = self.datasets["train"]
+        indices = None
+        if isinstance(dataset, Subset):
+            dataset, indices = dataset.dataset, dataset.indices
+        if isinstance(dataset, TensorDataset):
+            labels = dataset.tensors[1]
+        elif hasattr(dataset, "targets"):  # torchvision's ImageFolder and friends
+            labels = torch.as_tensor(dataset.targets)
+        else:
+            raise UserError(
+                f"{type(self).__name__}: class_weights balanced needs the training labels; give "
+                "the weights per class instead"
+            )
+        return labels if indices is None else labels[torch.as_tensor(indices)]
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", sampler=self._each_sample_once("val"))

@@ -217,6 +217,8 @@ class ImageClassifier(SupervisedModule):
         aux_loss_weight: float = 0.4,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | Literal["balanced"] | None = None,
     ) -> None:
         """
         Args:
@@ -235,8 +237,11 @@ class ImageClassifier(SupervisedModule):
                 to the new data in training (false).
             backbone_lr_factor: the backbone's learning rate is the configured one times this.
             aux_loss_weight: weight of auxiliary classifiers' losses (Inception), training only.
+            label_smoothing: cross-entropy against targets smoothed by this much (0: none).
+            class_weights: a weight per class in the loss, or `balanced` (from the training
+                labels: rare classes weigh more), for imbalanced data.
         """
-        super().__init__(num_outputs, task, optimizer, lr_scheduler)
+        super().__init__(num_outputs, task, optimizer, lr_scheduler, label_smoothing, class_weights)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         if freeze == "none" and unfreeze_at_epoch is not None:
             raise UserError("model.unfreeze_at_epoch needs model.freeze: backbone")

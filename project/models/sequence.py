@@ -60,6 +60,8 @@ class SequenceClassifier(SupervisedModule):
     """Classifies (or regresses) sequences with a `RecurrentNet`.
 
     `input_size`, `num_outputs` and `task` come from the DataModule through the CLI.
+    `label_smoothing` and `class_weights` (per class, or `balanced` from the training labels)
+    shape the classification loss.
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class SequenceClassifier(SupervisedModule):
         bidirectional: bool = False,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | Literal["balanced"] | None = None,
     ) -> None:
-        super().__init__(num_outputs, task, optimizer, lr_scheduler)
+        super().__init__(num_outputs, task, optimizer, lr_scheduler, label_smoothing, class_weights)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.net = RecurrentNet(
             input_size, num_outputs, cell, hidden_size, num_layers, dropout, bidirectional

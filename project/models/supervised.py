@@ -4,14 +4,15 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import (
     MaxMetric,
     MeanAbsoluteError,
-    MeanMetric,
     MeanSquaredError,
+    Metric,
     MetricCollection,
     MinMetric,
 )
@@ -21,6 +22,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from project.errors import UserError
 from project.figures import confusion_image
 
 Task = Literal["classification", "regression"]
@@ -36,6 +38,57 @@ def task_metrics(task: Task, num_outputs: int) -> MetricCollection:
             }
         )
     return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+
+
+def check_loss_options(
+    task: Task, num_outputs: int, label_smoothing: float, class_weights: object
+) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+    if task == "regression" and (label_smoothing or class_weights is not None):
+        raise UserError("model.label_smoothing and model.class_weights are for classification")
+    if isinstance(class_weights, list) and (
+        len(class_weights) != num_outputs or min(class_weights) <= 0
+    ):
+        raise UserError(
+            f"model.class_weights must be {num_outputs} positive numbers (one per class) or "
+            f"balanced, got {class_weights}"
+        )
+
+
+def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """scikit-learn's "balanced" weights: samples / (classes × samples of the class), so each
+    class weighs as much in the loss as if the classes were equally common."""
+    counts = torch.bincount(labels.long().flatten(), minlength=num_classes).float()
+    if (counts == 0).any():
+        missing = (counts == 0).nonzero().flatten().tolist()
+        raise UserError(f"model.class_weights balanced: no training sample of class {missing}")
+    return len(labels) / (num_classes * counts)
+
+
+class LossMean(Metric):
+    """An epoch's loss from its batches' mean losses: Σ weight·loss / Σ weight, where a batch's
+    weight is what its mean was taken over (its samples, or their class weights). Under DDP the
+    ranks' sums are added, so the value equals one process's over the same samples, whatever
+    the batch sizes and however unevenly the ranks share them; `self.log(sync_dist=True)`
+    averages the ranks' means instead. (torchmetrics' `MeanMetric` would do, but with
+    `nan_strategy="disable"`, needed so a NaN loss reaches StopOnNonFiniteLoss without a host
+    sync per step, torchmetrics 1.9 ignores its weights.)"""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        # float32: float64 has no kernels on Apple's MPS devices
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, loss: torch.Tensor, weight: torch.Tensor | int) -> None:
+        self.total += loss.float() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight
 
 
 class SupervisedModule(LightningModule):
@@ -54,6 +107,8 @@ class SupervisedModule(LightningModule):
         task: Task = "classification",
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | Literal["balanced"] | None = None,
     ) -> None:
         super().__init__()
         if num_outputs < 1:
@@ -62,7 +117,18 @@ class SupervisedModule(LightningModule):
         self.num_outputs = num_outputs
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        self.loss_fn = nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+        check_loss_options(task, num_outputs, label_smoothing, class_weights)
+        self.label_smoothing = label_smoothing
+        self.balanced = class_weights == "balanced"
+        if class_weights is not None:
+            # a buffer, moved to the device with the model. "balanced" weights are computed from
+            # the training labels when fit starts (`setup`) and kept in checkpoints, so an
+            # evaluation uses the ones the run trained with; given ones are in the config
+            given = [1.0] * num_outputs if self.balanced else class_weights
+            weights = torch.tensor(given, dtype=torch.float32)
+            self.register_buffer("class_weight", weights, persistent=self.balanced)
+        else:
+            self.class_weight = None
         metrics = task_metrics(task, num_outputs)
         self.metric_names = ["loss", *metrics.keys()]
         # the best-so-far value of the headline metric is logged too, as e.g. `val/acc_best`
@@ -78,13 +144,8 @@ class SupervisedModule(LightningModule):
                 "test_": metrics.clone(prefix="test/"),
             }
         )
-        # the epoch's loss as a metric too: its mean weighs each batch by its size and, under
-        # DDP, sums the ranks' totals, so it equals one process's mean over the same samples
-        # (`self.log(sync_dist=True)` averages the ranks' means, wrong when their sizes differ).
-        # nan_strategy "disable": a NaN loss must reach StopOnNonFiniteLoss, not be dropped
-        self.stage_losses = nn.ModuleDict(
-            {s: MeanMetric(nan_strategy="disable") for s in ("train_", "val_", "test_")}
-        )
+        # the epoch's loss as a metric too, exact over samples and ranks (see `LossMean`)
+        self.stage_losses = nn.ModuleDict({s: LossMean() for s in ("train_", "val_", "test_")})
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
         # drawn into TensorBoard at the end of each validation and test (classification only)
         self.confusion = nn.ModuleDict(
@@ -92,6 +153,25 @@ class SupervisedModule(LightningModule):
             if task == "classification"
             else {}
         )
+
+    def setup(self, stage: str) -> None:
+        # a resumed run then loads the weights it started with from its checkpoint
+        if stage == "fit" and self.balanced:
+            labels = self.trainer.datamodule.train_labels()
+            self.class_weight.copy_(balanced_weights(labels, self.num_outputs))
+
+    def batch_weight(self, targets: torch.Tensor) -> torch.Tensor | int:
+        """What the batch's mean loss averaged over: its samples, or their class weights."""
+        if self.class_weight is not None and self.task == "classification":
+            return self.class_weight[targets].sum()
+        return len(targets)
+
+    def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(
+                outputs, targets, weight=self.class_weight, label_smoothing=self.label_smoothing
+            )
+        return F.mse_loss(outputs, targets)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # under "16-true", "bf16-true" or "64-true" the weights change dtype but the data does
@@ -109,9 +189,7 @@ class SupervisedModule(LightningModule):
         # the metrics are logged once, at the epoch's end (`log_epoch_metrics`): each `self.log`
         # call costs Lightning ~0.2 ms, as much as a small model's whole step
         self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
-        # the batch's mean once per sample, not `weight=len(targets)`: with nan_strategy
-        # "disable", torchmetrics 1.9 replaces the weights by ones (BaseAggregator)
-        self.stage_losses[f"{stage}_"].update(loss.detach().expand(len(targets)))
+        self.stage_losses[f"{stage}_"].update(loss.detach(), self.batch_weight(targets))
         if stage == "train":  # the step's loss, this rank's batch alone: no collective per step
             self.log("train/loss_step", loss, prog_bar=True)
         if f"{stage}_" in self.confusion:
