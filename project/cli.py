@@ -23,7 +23,6 @@ from project.checkpoints import (
     AtomicCheckpointIO,
     BestAndLastCheckpoint,
     check_checkpoint,
-    read_checkpoint,
 )
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
@@ -33,12 +32,13 @@ from project.predictions import PredictionsFile
 from project.provenance import save_provenance
 from project.resume import LastCheckpoint, resumed_step
 from project.runs import (
-    last_logged_step,
+    checkpoint_step,
     latest_checkpoint,
     other_data_name,
     run_of_checkpoint,
     slurm_restarts,
     slurm_run_folder,
+    step_after_curves,
 )
 from project.setting_checks import check_settings
 from project.summary import print_run_summary
@@ -251,10 +251,12 @@ class ProjectCLI(LightningCLI):
                 # a file: Lightning's keywords (`hpc`) name none yet; validate and friends log
                 # beside the training curves, after them (`TensorBoardLogger.at_step`)
                 resumed = self.subcommand == "fit" and Path(str(config.ckpt_path)).is_file()
-                step = resumed_step(read_checkpoint(config.ckpt_path)) if resumed else None
+                # checked by `parse_arguments` (or this job's own, atomically written requeue
+                # checkpoint): its step alone is read here
+                step = checkpoint_step(Path(str(config.ckpt_path))) if resumed else None
                 logger.init_args.purge_step = step
                 if self.subcommand != "fit":
-                    logger.init_args.first_step = last_logged_step(run)
+                    logger.init_args.first_step = step_after_curves(run)
         if self.subcommand != "fit" and (run / "config.yaml").is_file():
             self.name_results_on_other_data(run, config)
 

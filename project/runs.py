@@ -82,14 +82,17 @@ def run_of_checkpoint(checkpoint: Path) -> Path | None:
     return None
 
 
-def last_logged_step(run: Path) -> int | None:
+def checkpoint_step(checkpoint: Path) -> int:
+    """The global step a checkpoint was saved at, memory-mapped: the weights are not read."""
+    loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(loaded.get("global_step", 0))
+
+
+def step_after_curves(run: Path) -> int | None:
     """The first step after the training curves of the run (those end at its newest checkpoint)."""
     latest = latest_checkpoint(run)
-    if latest is None:
-        return None
-    # memory-mapped: only the counters are read, not the weights
-    step = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-    return int(step) + 1  # after the last point: an image at an existing step would replace it
+    # after the last point, not at it: an image at an existing step would replace it
+    return None if latest is None else checkpoint_step(latest) + 1
 
 
 # how a DataModule serves its data, not which data it is

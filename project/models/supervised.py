@@ -162,7 +162,7 @@ class SupervisedModule(LightningModule):
 
     def batch_weight(self, targets: torch.Tensor) -> torch.Tensor | int:
         """What the batch's mean loss averaged over: its samples, or their class weights."""
-        if self.class_weight is not None and self.task == "classification":
+        if self.class_weight is not None:  # classification only (`check_loss_options`)
             return self.class_weight[targets].sum()
         return len(targets)
 
