@@ -79,9 +79,9 @@ class BackboneFreeze(BaseFinetuning):
                 f"(unfrozen at epoch {self.unfreeze_at_epoch})"
             )
             return
-        optimizer.add_param_group(
-            {"params": new, "lr": lr, "name": "backbone", "lr_factor": self.lr_factor}
-        )
+        group = {"params": new, "lr": lr, "name": "backbone", "lr_factor": self.lr_factor}
+        for part in pl_module.decay_groups([group]):
+            optimizer.add_param_group(part)
         rank_zero_info(f"Epoch {epoch}: backbone unfrozen, learning rate {lr:.3g}")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -31,3 +31,9 @@ def ignore_lightning_noise() -> None:
     warnings.filterwarnings(
         "ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli"
     )
+    # `validate`/`test`/`predict` of a run trained with EMA keep the run's callbacks: the
+    # checkpoint's weights are already the average, which is what they should evaluate
+    warnings.filterwarnings(
+        "ignore",
+        message="You're using the WeightAveraging callback, but loading a checkpoint outside",
+    )

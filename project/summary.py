@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from lightning import Trainer
+from lightning.pytorch.callbacks import WeightAveraging
 
 
 def print_run_summary(trainer: Trainer, seconds: float, resumed_from: int | None = None) -> None:
@@ -36,6 +37,12 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
         score = best.best_model_score
         if score is not None:  # unknown after a resume from a checkpoint outside a run folder
             lines.append(f"best {best.monitor}: {float(score):.4f}{at}")
+    averaging = [c for c in trainer.callbacks if isinstance(c, WeightAveraging)]
+    if averaging:
+        lines.append(
+            f"weights: the average of {type(averaging[0]).__name__}, as in validation, the "
+            "checkpoints, test, predict and export"
+        )
     tests = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))

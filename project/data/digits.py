@@ -4,6 +4,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
+from project.data.augmentation import Policy
 from project.data.images import ImageDataModule, digit_classes, labelled_images, relabelled
 from project.data.sequences import split_off
 from project.errors import UserError
@@ -21,6 +22,8 @@ class DigitsDataModule(ImageDataModule):
         test_fraction: float = 0.2,
         batch_size: int = 64,
         augment: bool = True,
+        policy: Policy | None = None,
+        random_erasing: float = 0.0,
         val_fraction: float = 0.2,
         split_seed: int = 0,
         num_workers: int = 0,
@@ -34,13 +37,15 @@ class DigitsDataModule(ImageDataModule):
                 `val_fraction` is then taken from the rest, both with `split_seed`.
         """
         super().__init__(
-            batch_size,
-            augment,
-            val_fraction,
-            split_seed,
-            num_workers,
-            pin_memory,
-            persistent_workers,
+            batch_size=batch_size,
+            augment=augment,
+            policy=policy,
+            random_erasing=random_erasing,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
         )
         self.classes = digit_classes(classes)
         if not 0 < test_fraction < 1:

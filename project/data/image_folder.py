@@ -9,6 +9,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms import v2
 
+from project.data.augmentation import Policy, check_recipe, recipe_steps
 from project.data.batches import SplitsDataModule
 from project.errors import UserError
 from project.models.supervised import Task
@@ -62,6 +63,8 @@ class ImageFolderDataModule(SplitsDataModule):
         root: str,
         image_size: int = 256,
         augment: bool = True,
+        policy: Policy | None = None,
+        random_erasing: float = 0.0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
@@ -75,6 +78,9 @@ class ImageFolderDataModule(SplitsDataModule):
         Args:
             root: a folder with `train/` (and optionally `val/`, `test/`) class folders, or
                 class folders directly.
+            policy: after the crop and flip, one of torchvision's augmentation policies:
+                trivial_augment (TrivialAugmentWide), rand_augment or auto_augment.
+            random_erasing: then blank a random rectangle of an image with this probability.
             val_fraction, test_fraction: shares of the images held out, with `split_seed`, when
                 `root` has no such subfolder (a missing `val/` is carved from `train/`).
             predict: a folder of images (no class folders) for `predict`; the test split if unset.
@@ -99,7 +105,9 @@ class ImageFolderDataModule(SplitsDataModule):
         if not 0 <= test_fraction < 1:
             raise UserError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
         self.image_size = image_size
+        check_recipe(policy, random_erasing)
         self.augment = augment
+        self.policy, self.random_erasing = policy, random_erasing
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
         self.num_outputs = len(self.classes)
@@ -114,6 +122,8 @@ class ImageFolderDataModule(SplitsDataModule):
             steps = [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()]
         else:
             steps = [v2.Resize(size), v2.CenterCrop(size)]
+        if train:
+            steps += recipe_steps(self.policy, self.random_erasing)
         # uint8 tensors out: the model converts them, after the batch reached its device
         return v2.Compose([v2.ToImage(), *steps, v2.ToPureTensor()])
 

@@ -4,6 +4,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
+from project.data.augmentation import Policy, check_recipe, recipe_steps
 from project.data.batches import InMemoryDataModule
 from project.data.sequences import split_off
 from project.errors import UserError
@@ -27,6 +28,8 @@ class ImageDataModule(InMemoryDataModule):
         self,
         batch_size: int = 128,
         augment: bool = True,
+        policy: Policy | None = None,
+        random_erasing: float = 0.0,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         num_workers: int = 0,
@@ -36,13 +39,18 @@ class ImageDataModule(InMemoryDataModule):
         """
         Args:
             augment: apply `augmentation()` to each training image (random crops, flips, …).
+            policy: then one of torchvision's augmentation policies: trivial_augment
+                (TrivialAugmentWide), rand_augment or auto_augment.
+            random_erasing: then blank a random rectangle of an image with this probability.
             val_fraction: share of the training images held out for validation, when the source
                 has no validation split; `split_seed` fixes which.
         """
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         if not 0 < val_fraction < 1:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        check_recipe(policy, random_erasing)
         self.augment = augment
+        self.policy, self.random_erasing = policy, random_erasing
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.transform: v2.Transform | None = None
@@ -64,7 +72,10 @@ class ImageDataModule(InMemoryDataModule):
             size = max(1, round(self.val_fraction * len(train)))
             splits["train"], splits["val"] = split_off(train, size, self.split_seed)
         self.datasets = splits
-        self.transform = self.augmentation() if self.augment else None
+        own = self.augmentation() if self.augment else None
+        steps = [own] if own else []
+        steps += recipe_steps(self.policy, self.random_erasing)
+        self.transform = v2.Compose(steps) if steps else None
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
         # per image, so that each gets its own random crop; on the batch's device, after the

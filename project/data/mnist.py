@@ -9,6 +9,7 @@ from torch.utils.data import TensorDataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from project.data.augmentation import Policy
 from project.data.images import ImageDataModule, labelled_images
 from project.errors import UserError
 
@@ -49,6 +50,8 @@ class MNISTDataModule(ImageDataModule):
         download: bool = False,
         batch_size: int = 128,
         augment: bool = True,
+        policy: Policy | None = None,
+        random_erasing: float = 0.0,
         val_fraction: float = 1 / 12,
         split_seed: int = 0,
         num_workers: int = 0,
@@ -61,13 +64,15 @@ class MNISTDataModule(ImageDataModule):
             download: fetch the files when missing (needs network).
         """
         super().__init__(
-            batch_size,
-            augment,
-            val_fraction,
-            split_seed,
-            num_workers,
-            pin_memory,
-            persistent_workers,
+            batch_size=batch_size,
+            augment=augment,
+            policy=policy,
+            random_erasing=random_erasing,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
         )
         self.root = root
         self.download = download

@@ -8,6 +8,7 @@ transfers to 5-9, where a frozen pretrained backbone clearly beats a frozen rand
 import torch
 from torch.utils.data import TensorDataset
 
+from project.data.augmentation import Policy
 from project.data.images import ImageDataModule, digit_classes, labelled_images, relabelled
 from project.data.mnist1d import mnist1d_arrays
 
@@ -38,6 +39,8 @@ class MNIST1DImagesDataModule(ImageDataModule):
         image_size: int = 32,
         batch_size: int = 64,
         augment: bool = False,
+        policy: Policy | None = None,
+        random_erasing: float = 0.0,
         val_fraction: float = 0.125,
         split_seed: int = 0,
         num_workers: int = 0,
@@ -52,13 +55,15 @@ class MNIST1DImagesDataModule(ImageDataModule):
                 the data); the option is here for the common signature.
         """
         super().__init__(
-            batch_size,
-            augment,
-            val_fraction,
-            split_seed,
-            num_workers,
-            pin_memory,
-            persistent_workers,
+            batch_size=batch_size,
+            augment=augment,
+            policy=policy,
+            random_erasing=random_erasing,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
         )
         self.classes = digit_classes(classes)
         self.image_size = image_size

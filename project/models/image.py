@@ -215,10 +215,13 @@ class ImageClassifier(SupervisedModule):
         bn_eval: bool = True,
         backbone_lr_factor: float = 1.0,
         aux_loss_weight: float = 0.4,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         class_weights: list[float] | Literal["balanced"] | None = None,
+        decay_norms_and_biases: bool = True,
     ) -> None:
         """
         Args:
@@ -236,12 +239,28 @@ class ImageClassifier(SupervisedModule):
                 stored statistics and keep them (true), or adapt them and their affine weights
                 to the new data in training (false).
             backbone_lr_factor: the backbone's learning rate is the configured one times this.
-            aux_loss_weight: weight of auxiliary classifiers' losses (Inception), training only.
+            aux_loss_weight: weight of auxiliary classifiers' losses (Inception), training only;
+                the training loss includes them.
+            mixup_alpha, cutmix_alpha: > 0 blends each training batch with MixUp (the images
+                overlaid) or CutMix (a patch of one in another), mixing ratios drawn from
+                Beta(alpha, alpha); both > 0: one or the other per batch, as in torchvision's
+                reference recipe (0.2 and 1.0). The loss takes the blended labels; the metrics
+                compare with the true ones.
             label_smoothing: cross-entropy against targets smoothed by this much (0: none).
             class_weights: a weight per class in the loss, or `balanced` (from the training
                 labels: rare classes weigh more), for imbalanced data.
+            decay_norms_and_biases: false: the optimizer's weight decay spares biases and
+                normalization layers (as in timm's and torchvision's recipes).
         """
-        super().__init__(num_outputs, task, optimizer, lr_scheduler, label_smoothing, class_weights)
+        super().__init__(
+            num_outputs,
+            task,
+            optimizer,
+            lr_scheduler,
+            label_smoothing,
+            class_weights,
+            decay_norms_and_biases,
+        )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         if freeze == "none" and unfreeze_at_epoch is not None:
             raise UserError("model.unfreeze_at_epoch needs model.freeze: backbone")
@@ -249,6 +268,10 @@ class ImageClassifier(SupervisedModule):
             raise UserError(f"model.unfreeze_at_epoch must be >= 0, got {unfreeze_at_epoch}")
         if backbone_lr_factor < 0:
             raise UserError(f"model.backbone_lr_factor must be >= 0, got {backbone_lr_factor}")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise UserError("model.mixup_alpha and model.cutmix_alpha must be >= 0 (0: off)")
+        if (mixup_alpha or cutmix_alpha) and task != "classification":
+            raise UserError("model.mixup_alpha and model.cutmix_alpha are for classification")
         if backbone == "inception_v3" and image_size is not None and image_size < 299:
             # torch would fail at the first training batch, deep inside the auxiliary classifier
             raise UserError(f"inception_v3 needs model.image_size >= 299, got {image_size}")
@@ -258,6 +281,12 @@ class ImageClassifier(SupervisedModule):
         self.backbone_lr_factor = backbone_lr_factor
         self.aux_loss_weight = aux_loss_weight
         self.aux_outputs: list[torch.Tensor] = []
+        mixers = [
+            mixer(alpha=alpha, num_classes=num_outputs)
+            for mixer, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
+            if alpha > 0
+        ]
+        self.mixer = v2.RandomChoice(mixers) if mixers else None
 
         source = None if weights is None else weights_source(weights, backbone)
         channels, height, width = input_size
@@ -297,10 +326,16 @@ class ImageClassifier(SupervisedModule):
             outputs, *self.aux_outputs = outputs
         return outputs
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
+    def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mixer is None:
+            return images, targets
+        # floats first: blending uint8 images would round every pixel
+        return self.mixer(to_dtype(images, torch.float32, scale=True), targets)
+
+    def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = super().loss_fn(outputs, targets)
         if self.aux_outputs:  # auxiliary classifiers count in training only, as in the paper
-            aux = sum(self.loss_fn(output, batch[1]) for output in self.aux_outputs)
+            aux = sum(super().loss_fn(output, targets) for output in self.aux_outputs)
             self.log("train/aux_loss", aux, on_step=False, on_epoch=True)
             loss = loss + self.aux_loss_weight * aux
         return loss

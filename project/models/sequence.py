@@ -61,7 +61,8 @@ class SequenceClassifier(SupervisedModule):
 
     `input_size`, `num_outputs` and `task` come from the DataModule through the CLI.
     `label_smoothing` and `class_weights` (per class, or `balanced` from the training labels)
-    shape the classification loss.
+    shape the classification loss; `decay_norms_and_biases: false` spares biases and
+    normalization layers the optimizer's weight decay.
     """
 
     def __init__(
@@ -78,8 +79,17 @@ class SequenceClassifier(SupervisedModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         class_weights: list[float] | Literal["balanced"] | None = None,
+        decay_norms_and_biases: bool = True,
     ) -> None:
-        super().__init__(num_outputs, task, optimizer, lr_scheduler, label_smoothing, class_weights)
+        super().__init__(
+            num_outputs,
+            task,
+            optimizer,
+            lr_scheduler,
+            label_smoothing,
+            class_weights,
+            decay_norms_and_biases,
+        )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.net = RecurrentNet(
             input_size, num_outputs, cell, hidden_size, num_layers, dropout, bidirectional

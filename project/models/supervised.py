@@ -1,5 +1,6 @@
 """What every model of this template shares: loss, metrics, logging and the optimizer."""
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -109,6 +110,7 @@ class SupervisedModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         class_weights: list[float] | Literal["balanced"] | None = None,
+        decay_norms_and_biases: bool = True,
     ) -> None:
         super().__init__()
         if num_outputs < 1:
@@ -119,6 +121,7 @@ class SupervisedModule(LightningModule):
         self.lr_scheduler = lr_scheduler
         check_loss_options(task, num_outputs, label_smoothing, class_weights)
         self.label_smoothing = label_smoothing
+        self.decay_norms_and_biases = decay_norms_and_biases
         self.balanced = class_weights == "balanced"
         if class_weights is not None:
             # a buffer, moved to the device with the model. "balanced" weights are computed from
@@ -160,11 +163,18 @@ class SupervisedModule(LightningModule):
             labels = self.trainer.datamodule.train_labels()
             self.class_weight.copy_(balanced_weights(labels, self.num_outputs))
 
+    def mix(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the loss sees it: unchanged here; an image model may blend its
+        images and their labels (MixUp, CutMix), returning class probabilities as targets."""
+        return inputs, targets
+
     def batch_weight(self, targets: torch.Tensor) -> torch.Tensor | int:
-        """What the batch's mean loss averaged over: its samples, or their class weights."""
-        if self.class_weight is not None:  # classification only (`check_loss_options`)
-            return self.class_weight[targets].sum()
-        return len(targets)
+        """What the batch's mean loss averaged over: its samples, or their class weights.
+        (torch divides a loss against class probabilities, e.g. mixed ones, by the samples
+        whatever the class weights.)"""
+        if self.class_weight is None or targets.is_floating_point():
+            return len(targets)
+        return self.class_weight[targets].sum()
 
     def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":
@@ -181,15 +191,20 @@ class SupervisedModule(LightningModule):
 
     def shared_step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         inputs, targets, *lengths = batch
+        # what the loss compares with: the labels, or a training batch's mixed ones (`mix`);
+        # the metrics always compare with the labels
+        loss_targets = targets
+        if stage == "train":
+            inputs, loss_targets = self.mix(inputs, targets)
         outputs = self(inputs, *lengths)
         if self.task == "regression":
             outputs = outputs.reshape(targets.shape)
-            targets = targets.to(outputs.dtype)
-        loss = self.loss_fn(outputs, targets)
+            targets = loss_targets = targets.to(outputs.dtype)
+        loss = self.loss_fn(outputs, loss_targets)
         # the metrics are logged once, at the epoch's end (`log_epoch_metrics`): each `self.log`
         # call costs Lightning ~0.2 ms, as much as a small model's whole step
         self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
-        self.stage_losses[f"{stage}_"].update(loss.detach(), self.batch_weight(targets))
+        self.stage_losses[f"{stage}_"].update(loss.detach(), self.batch_weight(loss_targets))
         if stage == "train":  # the step's loss, this rank's batch alone: no collective per step
             self.log("train/loss_step", loss, prog_bar=True)
         if f"{stage}_" in self.confusion:
@@ -273,9 +288,18 @@ class SupervisedModule(LightningModule):
         """What the optimizer trains: parameters, or groups (a group may set `lr_factor`)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def decay_groups(self, groups: list[dict]) -> list[dict]:
+        """The optimizer's groups as `decay_norms_and_biases` wants them (also for groups added
+        during training, such as an unfrozen backbone's)."""
+        return groups if self.decay_norms_and_biases else without_decay_on_norms_and_biases(groups)
+
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several shapes)
+        groups = list(self.parameter_groups())
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        groups = self.decay_groups(groups)
         # no `optimizer:` in the config: Adam with torch's default learning rate
-        optimizer = (self.optimizer or torch.optim.Adam)(self.parameter_groups())
+        optimizer = (self.optimizer or torch.optim.Adam)(groups)
         # a group may train at a multiple of the configured rate (an image backbone at 0.1×);
         # applied before the scheduler, which takes each group's rate as its starting point
         for group in optimizer.param_groups:
@@ -283,8 +307,33 @@ class SupervisedModule(LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
+        if hasattr(scheduler, "size_to_run"):  # project.schedules: its length is the run's
+            trainer = self.trainer
+            total = trainer.estimated_stepping_batches  # optimizer steps, after accumulation
+            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+            scheduler.size_to_run(int(total), per_epoch)
+        # stepped per epoch unless the schedule says it counts optimizer steps
+        config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         monitor = getattr(scheduler, "monitor", None)  # set by Lightning's ReduceLROnPlateau
         if monitor:
             config["monitor"] = monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def without_decay_on_norms_and_biases(groups: list[dict]) -> list[dict]:
+    """Each group split in two: its matrices and kernels, and its vectors (biases and the
+    scales and shifts of normalization layers) with `weight_decay: 0`, as in timm and
+    torchvision's reference recipes: decaying those only pulls the layers' outputs to zero."""
+    split = []
+    for group in groups:
+        params = list(group["params"])
+        decayed = [p for p in params if p.ndim > 1]
+        vectors = [p for p in params if p.ndim <= 1]
+        name = group.get("name", "params")
+        if decayed:
+            split.append({**group, "params": decayed})
+        if vectors:
+            split.append(
+                {**group, "params": vectors, "weight_decay": 0.0, "name": f"{name}/no_decay"}
+            )
+    return split
