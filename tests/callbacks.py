@@ -33,6 +33,7 @@ class SaveWeights(Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         saved = {"initial": self.initial, "weights": weights_of(pl_module)}
         saved |= {"world_size": trainer.world_size, "pid": os.getpid()}
+        saved |= {"epoch": trainer.current_epoch, "step": trainer.global_step}
         torch.save(saved, self.folder / f"weights-rank{trainer.global_rank}.pt")
 
 
@@ -134,3 +135,47 @@ class GradientNorms(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.path.write_text(json.dumps({"before": self.before, "applied": self.applied}))
+
+
+class OptimizerSteps(Callback):
+    """Writes `path` when fit ends: each optimizer step's learning rate per parameter group,
+    and the groups as the optimizer holds them then (name, weight decay, parameter shapes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.rates: list[list[float]] = []
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self.rates.append([group["lr"] for group in optimizer.param_groups])
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        groups = [
+            {
+                "name": group.get("name"),
+                "weight_decay": group["weight_decay"],
+                "shapes": [list(p.shape) for p in group["params"]],
+            }
+            for group in trainer.optimizers[0].param_groups
+        ]
+        self.path.write_text(json.dumps({"rates": self.rates, "groups": groups}))
+
+
+class StopAtStep(Callback):
+    """Ends fit cleanly (checkpoints saved) once the run reaches optimizer step `step`; a run
+    resumed past that step goes on."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        if trainer.global_step == self.step:
+            trainer.should_stop = True

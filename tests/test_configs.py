@@ -12,6 +12,7 @@ DEBUG_OVERLAYS = sorted((CONFIGS / "debug").glob("*.yaml"))
 OVERLAY_FOLDERS_TESTED_ELSEWHERE: dict[str, str] = {
     "trainer": "tests/test_scaling.py",
     "image": "tests/test_image_configs.py",
+    "recipe": "tests/test_recipe.py",
 }
 DEFAULT = CONFIGS / "gru.yaml"
 

@@ -268,7 +268,7 @@ def test_a_summary_without_a_best_score_or_with_a_broken_part_still_prints() -> 
     )
     trainer = SimpleNamespace(
         current_epoch=4, global_step=10, checkpoint_callback=checkpoint, callback_metrics={},
-        logger=None,
+        logger=None, callbacks=[],
     )  # fmt: skip
     lines = summary_lines(trainer, 1.0, None)
     assert lines[1] == f"best checkpoint: {checkpoint.best_model_path}" and len(lines) == 2

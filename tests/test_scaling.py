@@ -31,6 +31,7 @@ EXERCISED_BY = {
     "accumulate": "test_accumulation_matches_one_large_batch",
     "clip_gradients": "test_clip_gradients_overlay_bounds_the_applied_norm",
     "early_stopping": "test_early_stopping_resumed_stops_where_an_uninterrupted_run_stops",
+    "ema": "tests/test_recipe.py: test_ema_*",
     "bf16": "test_bf16_mixed_trains_on_cpu",
     "compile": "test_compile_overlay_trains_and_keeps_checkpoint_keys",
     "cpu": "test_cpu_overlay_trains",

@@ -333,9 +333,10 @@ class ImageClassifier(SupervisedModule):
         return self.mixer(to_dtype(images, torch.float32, scale=True), targets)
 
     def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = super().loss_fn(outputs, targets)
+        main_loss = super().loss_fn
+        loss = main_loss(outputs, targets)
         if self.aux_outputs:  # auxiliary classifiers count in training only, as in the paper
-            aux = sum(super().loss_fn(output, targets) for output in self.aux_outputs)
+            aux = sum(main_loss(output, targets) for output in self.aux_outputs)
             self.log("train/aux_loss", aux, on_step=False, on_epoch=True)
             loss = loss + self.aux_loss_weight * aux
         return loss
