@@ -1,4 +1,4 @@
-"""The command line: `python -m project {fit,validate,test,predict} -c configs/<exp>.yaml`."""
+"""The command line: `python -m project {fit,validate,test,predict,tune} -c configs/<exp>.yaml`."""
 
 import logging
 import os
@@ -316,13 +316,16 @@ class ProjectCLI(LightningCLI):
             print_run_summary(self.trainer, time.monotonic() - self.fit_started, self.resumed_from)
 
 
-def make_cli(args: list[str] | None = None, run: bool = True) -> ProjectCLI:
-    """The CLI as `python -m project` builds it; `run=False` only instantiates (benchmarks)."""
+def make_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[ProjectCLI] = ProjectCLI
+) -> ProjectCLI:
+    """The CLI as `python -m project` builds it; `run=False` only instantiates (benchmarks,
+    `tune`)."""
     # imported here so that the class_path names in configs resolve to these classes
     import project.data  # noqa: F401
     import project.models  # noqa: F401
 
-    return ProjectCLI(
+    return cli_class(
         trainer_defaults={
             **TRAINER_DEFAULTS,
             "callbacks": [
@@ -350,7 +353,13 @@ def main(args: list[str] | None = None) -> None:
     ignore_lightning_noise()
     warnings.formatwarning = one_line_for_ours
     try:
-        make_cli(args)
+        words = sys.argv[1:] if args is None else args
+        if words[:1] == ["tune"]:  # Lightning's finders: not a Trainer method LightningCLI runs
+            from project.tune import tune
+
+            tune(words[1:])
+        else:
+            make_cli(args)
     except Exception as error:
         cause = user_error_in(error)
         if cause is None:

@@ -1,5 +1,6 @@
 """What every model of this template shares: loss, metrics, logging and the optimizer."""
 
+import copy
 import math
 from collections.abc import Iterable
 from typing import Literal
@@ -156,6 +157,23 @@ class SupervisedModule(LightningModule):
             if task == "classification"
             else {}
         )
+
+    def __deepcopy__(self, memo: dict) -> "SupervisedModule":
+        """A copy (Lightning's EMA callback makes one) shares the Trainer and the optimizer and
+        scheduler callables (jsonargparse's hold the CLI, and through it the Trainer) instead
+        of copying them: under DDP the Trainer's strategy holds thread locks, which cannot be
+        copied ("cannot pickle '_thread.lock' object" in Lightning 2.6.6)."""
+        shared = [self.optimizer, self.lr_scheduler]
+        try:
+            shared.append(self.trainer)
+        except RuntimeError:  # not attached to a Trainer
+            pass
+        for value in shared:
+            memo[id(value)] = value
+        copied = self.__class__.__new__(self.__class__)
+        memo[id(self)] = copied
+        copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return copied
 
     def setup(self, stage: str) -> None:
         # a resumed run then loads the weights it started with from its checkpoint
