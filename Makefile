@@ -7,7 +7,7 @@ ARGS   ?=
 SWEEP  ?= scripts/slurm/example_sweep.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install train resume finetune test test-slow test-all lint format tensorboard clean slurm-train sweep collect slurm-local
+.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep collect slurm-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ resume: install ## Continue the newest run of EXP after Ctrl-C, SIGTERM or a kil
 	test -n "$$run" || { echo "error: no run in logs/$(EXP)/ to resume" >&2; exit 2; }; \
 	echo "resuming $$run"; \
 	$(PY) -m project fit -c $$run/config.yaml --ckpt_path last $(ARGS)
+
+tune: install ## Batch size and learning rate for configs/$(EXP).yaml, as an overlay (logs/$(EXP)/tune/)
+	$(PY) -m project tune -c configs/$(EXP).yaml $(ARGS)
 
 finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
 	$(PY) -m project.finetune_demo $(ARGS)
