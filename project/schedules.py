@@ -44,9 +44,14 @@ class WarmupCosineLR(LRScheduler):
         self.warmup_steps = 0
         super().__init__(optimizer, last_epoch)
 
-    def size_to_run(self, total_steps: int, steps_per_epoch: int) -> None:
-        """Fits the schedule to a run of `total_steps` optimizer steps, `steps_per_epoch` each."""
+    def size_to_run(self, total_steps: int, steps_per_epoch: int, smoke_test: bool = False) -> None:
+        """Fits the schedule to a run of `total_steps` optimizer steps, `steps_per_epoch` each.
+
+        `smoke_test` (`fast_dev_run`): a warmup longer than the run is cut short, not refused.
+        """
         warmup_steps = math.ceil(self.warmup_epochs * steps_per_epoch)
+        if smoke_test:
+            warmup_steps = min(warmup_steps, total_steps - 1)
         if warmup_steps >= total_steps:
             raise UserError(
                 f"lr_scheduler warmup_epochs {self.warmup_epochs} ({warmup_steps} steps) is not "

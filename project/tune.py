@@ -7,6 +7,7 @@ images with the overlay in its text tab).
 """
 
 import io
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -44,10 +45,14 @@ class TuneCLI(ProjectCLI):
             help="The batch search stops at the batch leaving this many steps per epoch: on a "
             "CPU memory never stops it, and a batch of the whole training set trains badly.",
         )
-        parser.add_argument("--min_lr", type=float, default=1e-6, help="Learning-rate range start.")
+        parser.add_argument("--min_lr", type=float, default=1e-5, help="Learning-rate range start.")
         parser.add_argument("--max_lr", type=float, default=1.0, help="Learning-rate range end.")
         parser.add_argument(
-            "--lr_steps", type=int, default=100, help="Steps of the learning-rate range test."
+            "--lr_steps",
+            type=int,
+            default=300,
+            help="Steps of the learning-rate range test: enough for the loss to fall (Lightning's "
+            "100 leave the default GRU's flat).",
         )
 
     def before_instantiate_classes(self) -> None:
@@ -97,32 +102,74 @@ def tune(args: list[str]) -> Path:
         num_training=config.lr_steps,
         update_attr=False,
     )
-    lr = finder.suggestion() if finder is not None else None
+    if finder is not None and trainer.accumulate_grad_batches == 1:
+        finder.results["loss"] = unbiased(finder.results["loss"])
+    lr = tenth_of_lowest(finder.results["lr"], finder.results["loss"]) if finder else None
     if lr is None:
         raise UserError(
             "the learning-rate finder found no falling loss: widen --min_lr/--max_lr or raise "
             "--lr_steps"
         )
-    return write_results(trainer, config, batch_size, float(lr), finder)
+    return write_results(trainer, config, batch_size, search, float(lr), finder)
 
 
-def write_results(trainer, config, batch_size: int, lr: float, finder) -> Path:  # noqa: ANN001
+def unbiased(losses: list[float], beta: float = 0.98) -> list[float]:
+    """The LR finder's smoothed losses with the bias correction it means.
+
+    Lightning 2.6's `_LRCallback` divides its running average after batch i by
+    1 - beta^(i+2) (it reads `global_step` after the step) instead of 1 - beta^(i+1), so its
+    first point is about half the real loss and the curve starts with a dip that is not there,
+    still 8% low at the 10th point, where the suggestion's search begins. (NaN points, for
+    batches without a loss, stay NaN.)
+    """
+    return [loss * (1 - beta ** (i + 2)) / (1 - beta ** (i + 1)) for i, loss in enumerate(losses)]
+
+
+def tenth_of_lowest(lrs: list[float], losses: list[float], skip: int = 10) -> float | None:
+    """A tenth of the rate at which the (smoothed) loss was lowest: the range test's classic
+    reading (Smith 2017; fast.ai's `minimum`), a rate that still trains fast but stays an
+    order of magnitude from where the loss turns to diverge.
+
+    Not Lightning's `suggestion()`: it takes the steepest slope per unit of rate (its issue
+    21141), which on exponentially spaced rates magnifies the flat start's noise by 1/rate and
+    picks about the smallest rate tried. Taken per decade of rate instead, the steepest fall on
+    the default GRU was at 0.02, and a fit there reached 94.7% against 97% at 0.01.
+    """
+    points = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]
+    points = points[skip:]
+    if len(points) < 2:
+        return None
+    lowest_lr, _ = min(points, key=lambda point: point[1])
+    # one significant digit: the test is not more precise (reruns move it by up to 2x)
+    return float(f"{lowest_lr / 10:.1g}")
+
+
+def write_results(  # noqa: ANN001 (Lightning's and jsonargparse's objects)
+    trainer, config, batch_size: int, searched: bool, lr: float, finder
+) -> Path:
     folder = Path(trainer.logger.log_dir) if trainer.logger else Path("logs/tune")
     folder.mkdir(parents=True, exist_ok=True)
     files = " -c ".join(str(f) for f in config.get("config") or [])
+    batch_note = (
+        f"the batch-size finder's largest batch (at most 1/{config.min_steps_per_epoch} of "
+        "the training set)"
+        if searched
+        else "the config's batch size (not searched)"
+    )
     header = (
-        f"# Suggested by `python -m project tune -c {files}`:\n"
-        f"# the batch-size finder's largest batch (at most 1/{config.min_steps_per_epoch} of the "
-        "training set),\n# and the learning-rate finder's steepest fall of the loss at that "
-        f"batch. Use it: python -m project fit -c {files} -c {folder}/tuned.yaml\n"
+        f"# Suggested by `python -m project tune -c {files}`:\n# {batch_note}, and a tenth of "
+        "the rate of lowest loss in the learning-rate range test at that batch.\n"
+        f"# Use it: python -m project fit -c {files} -c {folder}/tuned.yaml\n"
     )
     overlay = {
         "data": {"init_args": {"batch_size": batch_size}},
-        "optimizer": {"init_args": {"lr": float(f"{lr:.3g}")}},
+        "optimizer": {"init_args": {"lr": lr}},
     }
     path = folder / "tuned.yaml"
     path.write_text(header + yaml.safe_dump(overlay, sort_keys=False))
-    figure = finder.plot(suggest=True)
+    figure = finder.plot(suggest=False)
+    figure.axes[0].axvline(lr, color="red", linestyle="--", label=f"suggested: {lr:.3g}")
+    figure.axes[0].legend()
     figure.axes[0].set_title(f"learning-rate range test at batch {batch_size}: {lr:.3g} suggested")
     figure.savefig(folder / "lr_find.png", dpi=100)
     experiment = getattr(trainer.logger, "experiment", None)

@@ -280,3 +280,10 @@ def test_warmup_cosine_factor_is_continuous() -> None:
     schedule.size_to_run(total_steps=50, steps_per_epoch=5)
     factors = [schedule.factor(step) for step in range(50)]
     assert factors[10] == 1.0 and factors[11] == pytest.approx(0.5 * (1 + math.cos(math.pi / 39)))
+
+
+def test_a_smoke_test_cuts_the_warmup_short(workdir: Path) -> None:
+    """`fast_dev_run` (one batch) on a config with a warmup of an epoch runs instead of
+    stopping on a warmup longer than the run: debug overlays stack on any experiment."""
+    cli("fit", "-c", GRU, "-c", RECIPE / "warmup_cosine.yaml", "-c",
+        CONFIGS / "debug" / "fast_dev_run.yaml", *TINY)  # fmt: skip

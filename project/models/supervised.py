@@ -329,7 +329,7 @@ class SupervisedModule(LightningModule):
             trainer = self.trainer
             total = trainer.estimated_stepping_batches  # optimizer steps, after accumulation
             per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-            scheduler.size_to_run(int(total), per_epoch)
+            scheduler.size_to_run(int(total), per_epoch, smoke_test=bool(trainer.fast_dev_run))
         # stepped per epoch unless the schedule says it counts optimizer steps
         config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         monitor = getattr(scheduler, "monitor", None)  # set by Lightning's ReduceLROnPlateau
