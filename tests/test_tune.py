@@ -77,3 +77,25 @@ def test_bad_tune_options_are_one_line(
     line = error_line(capsys, "tune", "-c", GRU, *flags)
     assert line.startswith("error:") and expected in line, line
     assert not (workdir / "logs").exists() or not list((workdir / "logs").rglob("tuned.yaml"))
+
+
+def test_the_finder_curve_of_a_constant_loss_is_flat() -> None:
+    """Lightning 2.6's smoothing as it runs (a running average divided by 1 - 0.98^(i + 2)
+    after batch i): its first point is half a constant loss; corrected, every point equals it."""
+    from project.tune import unbiased
+
+    average, lightning = 0.0, []
+    for i in range(50):
+        average = 0.98 * average + 0.02 * 2.3
+        lightning.append(average / (1 - 0.98 ** (i + 2)))
+    assert lightning[0] == pytest.approx(2.3 / 1.98)
+    assert unbiased(lightning) == pytest.approx([2.3] * 50)
+
+
+def test_the_suggestion_is_a_tenth_of_the_lowest_loss_rate() -> None:
+    from project.tune import tenth_of_lowest
+
+    lrs = [10 ** (-5 + i / 10) for i in range(50)]  # 1e-5 … ~0.8
+    losses = [2.3 - 0.5 * (lr > 1e-3) * min(lr, 0.1) / 0.1 + 5 * (lr > 0.3) for lr in lrs]
+    assert tenth_of_lowest(lrs, losses) == pytest.approx(0.01, rel=0.3)
+    assert tenth_of_lowest(lrs[:5], losses[:5]) is None  # too few points after the skipped start
