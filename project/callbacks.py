@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.errors import TrainingDiverged
+from project.trial import trial_hparams
 
 
 def flat_hparams(trainer: Trainer) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def flat_hparams(trainer: Trainer) -> dict[str, Any]:
     add("model", dict(trainer.lightning_module.hparams))
     if trainer.datamodule is not None:
         add("data", dict(trainer.datamodule.hparams))
-    return params
+    return params | trial_hparams()  # a search trial's study and number
 
 
 class MetricsFile(Callback):

@@ -42,6 +42,7 @@ from project.runs import (
 )
 from project.setting_checks import check_settings
 from project.summary import print_run_summary
+from project.trial import reporter_from_env
 
 TRAINER_DEFAULTS = {
     # `name` (the experiment) is filled in by ProjectCLI; no placeholder hp_metric: the hparams
@@ -325,17 +326,16 @@ def make_cli(
     import project.data  # noqa: F401
     import project.models  # noqa: F401
 
+    callbacks = [
+        MetricsFile(),
+        PredictionsFile(),
+        LearningRateMonitor(),
+        StopOnNonFiniteLoss(),
+        CarriedSettingsNote(),
+    ]
+    trial = reporter_from_env()  # a search trial (project/trial.py): not in its config.yaml
     return cli_class(
-        trainer_defaults={
-            **TRAINER_DEFAULTS,
-            "callbacks": [
-                MetricsFile(),
-                PredictionsFile(),
-                LearningRateMonitor(),
-                StopOnNonFiniteLoss(),
-                CarriedSettingsNote(),
-            ],
-        },
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": callbacks + ([trial] if trial else [])},
         save_config_callback=RunConfigFile,
         parser_class=ConciseArgumentParser,
         subclass_mode_model=True,

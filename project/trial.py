@@ -1,0 +1,113 @@
+"""The fit side of a search trial: an ordinary `python -m project fit`, started by a search
+worker (project/search.py) with `PROJECT_TRIAL` in its environment, which adds `TrialReporter`.
+
+The environment, not a callback in the command line, so that the run's `config.yaml` stays the
+plain config that `fit -c` repeats, and so that every DDP rank (started by Lightning or srun)
+sees it.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from lightning import Callback, LightningModule, Trainer
+
+ENV = "PROJECT_TRIAL"
+RESULT = "trial.json"  # written into the run folder when fit ends
+
+
+def make_pruner(name: str, startup_trials: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(startup_trials, warmup_epochs)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs))
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
+    return optuna.pruners.NopPruner()
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage URL, or a journal file path (`*.log`): a file, no server, safe for
+    several processes and on a shared filesystem (Optuna's file lock)."""
+    if "://" in url:
+        return optuna.storages.get_storage(url)
+    backend = optuna.storages.journal.JournalFileBackend(url)
+    return optuna.storages.JournalStorage(backend)
+
+
+def trial_settings() -> dict[str, Any] | None:
+    text = os.environ.get(ENV)
+    return json.loads(text) if text else None
+
+
+def trial_hparams() -> dict[str, Any]:
+    """The study and trial number, for the run's TensorBoard hparams (none outside a search)."""
+    settings = trial_settings()
+    if settings is None:
+        return {}
+    return {"search/study": settings["study"], "search/trial": settings["number"]}
+
+
+def reporter_from_env() -> "TrialReporter | None":
+    settings = trial_settings()
+    return TrialReporter(**settings) if settings else None
+
+
+class TrialReporter(Callback):
+    """Reports the monitored metric to the trial after each validation and stops the run when
+    the pruner says so; rank 0 asks, every rank follows its answer (a broadcast), so a pruned
+    DDP trial ends on all ranks together. Writes `trial.json` (the best monitored value, whether
+    pruned) into the run folder when fit ends; the worker tells Optuna from it."""
+
+    def __init__(
+        self,
+        storage: str,
+        study: str,
+        number: int,
+        pruner: str = "median",
+        startup_trials: int = 5,
+        warmup_epochs: int = 1,
+    ) -> None:
+        self.storage_url, self.study_name, self.number = storage, study, number
+        self.pruner = (pruner, startup_trials, warmup_epochs)
+        self.trial: optuna.trial.Trial | None = None
+        self.pruned = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        storage = make_storage(self.storage_url)
+        study = optuna.load_study(
+            study_name=self.study_name, storage=storage, pruner=make_pruner(*self.pruner)
+        )
+        study_id = storage.get_study_id_from_name(self.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        self.trial = optuna.trial.Trial(study, trial_id)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        prune = False
+        if self.trial is not None:
+            value = trainer.callback_metrics.get(trainer.checkpoint_callback.monitor)
+            if value is not None:
+                # the epoch as the step: the same epoch of every trial is compared
+                self.trial.report(float(value), step=trainer.current_epoch)
+                prune = self.trial.should_prune()
+        if trainer.strategy.broadcast(prune, src=0):
+            self.pruned = True
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.logger is None:
+            return
+        best = trainer.checkpoint_callback.best_model_score
+        result = {
+            "value": None if best is None else float(best),
+            "pruned": self.pruned,
+            "epochs": trainer.current_epoch,
+            "run": trainer.logger.log_dir,
+        }
+        Path(trainer.logger.log_dir, RESULT).write_text(json.dumps(result, indent=2) + "\n")
