@@ -5,9 +5,14 @@ PY     := $(VENV)/bin/python
 EXP    ?= gru
 ARGS   ?=
 SWEEP  ?= scripts/slurm/example_sweep.txt
+SPACE  ?= configs/search/$(notdir $(EXP)).yaml
+TRIALS ?= 20
+JOBS   ?= 2
+WORKERS ?= 4
+SEARCH = -c configs/$(EXP).yaml --space $(SPACE) --trials $(TRIALS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep collect slurm-local
+.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep search search-report slurm-search collect slurm-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +63,17 @@ slurm-train: install ## Submit configs/$(EXP).yaml to Slurm (scripts/slurm/train
 sweep: install ## Submit a job array: one run of configs/$(EXP).yaml per line of SWEEP=file
 	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch --array=1-$$(grep -cv '^\s*\(#\|$$\)' $(SWEEP)) \
 		scripts/slurm/sweep.sbatch configs/$(EXP).yaml $(SWEEP) $(ARGS)
+
+search: install ## Optuna search: configs/$(EXP).yaml over SPACE=configs/search/$(EXP).yaml (TRIALS=20, JOBS=2 workers)
+	$(PY) -m project.search $(SEARCH) --jobs $(JOBS) $(ARGS)
+
+search-report: install ## The search's table, best.yaml and plots (logs/$(EXP)/search/<study>/)
+	$(PY) -m project.search $(SEARCH) --report $(ARGS)
+
+slurm-search: install ## The same search on Slurm: an array of WORKERS tasks pulling from one study
+	$(PY) -m project.search $(SEARCH) --prepare $(ARGS)
+	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch --array=1-$(WORKERS) scripts/slurm/search.sbatch \
+		$(SEARCH) $(ARGS)
 
 collect: install ## Print one table of the metrics.json of every run under logs/$(EXP)
 	$(PY) scripts/collect_metrics.py logs/$(EXP)

@@ -36,7 +36,7 @@ from project.errors import UserError
 from project.runs import latest_checkpoint, slurm_job
 from project.search_report import write_report
 from project.search_space import example_value, flags, read_space
-from project.trial import ENV, RESULT, make_pruner, make_storage
+from project.trial import ENV, RESULT, make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -60,10 +60,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--storage", help="Optuna storage URL (default: a journal file in the study's folder)"
     )
     parser.add_argument(
-        "--pruner", default="median", choices=["median", "hyperband", "successive_halving", "none"]
+        "--pruner",
+        default="median",
+        choices=["median", "hyperband", "successive_halving", "threshold", "none"],
     )
     parser.add_argument("--pruner_startup_trials", type=int, default=5)
     parser.add_argument("--pruner_warmup_epochs", type=int, default=1)
+    parser.add_argument(
+        "--pruner_threshold", type=float, help="threshold pruner: stop trials worse than this"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
     parser.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats")
     parser.add_argument(
@@ -71,6 +76,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "this long is failed and run again (longer than a Slurm requeue takes)",
     )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only write the study's report")
+    parser.add_argument(
+        "--prepare", action="store_true", help="check and create the study, run no trial "
+        "(before submitting scripts/slurm/search.sbatch)",
+    )  # fmt: skip
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # a worker's index
     return parser.parse_known_args(argv)
 
@@ -93,6 +102,7 @@ class Search:
             raise UserError(f"--trials must be > 0, got {self.args.trials}")
         if self.args.jobs <= 0:
             raise UserError(f"--jobs must be > 0, got {self.args.jobs}")
+        self.pruner_settings()
         space = read_space(self.args.space)
         examples = flags({key: example_value(dist) for key, dist in space.items()})
         command = [*self.fit_command(), *examples, "--print_config"]
@@ -117,17 +127,14 @@ class Search:
             Path(self.storage_url).parent.mkdir(parents=True, exist_ok=True)
         try:
             storage = make_storage(self.storage_url)
+            # the pruner acts in the trials' processes (project/trial.py), not here
             sampler = optuna.samplers.TPESampler(seed=self.args.seed + worker)
-            pruner = make_pruner(*self.pruner())
             if direction is None:
-                return optuna.load_study(
-                    study_name=self.name, storage=storage, sampler=sampler, pruner=pruner
-                )
+                return optuna.load_study(study_name=self.name, storage=storage, sampler=sampler)
             return optuna.create_study(
                 study_name=self.name,
                 storage=storage,
                 sampler=sampler,
-                pruner=pruner,
                 direction=direction,
                 load_if_exists=True,
             )
@@ -137,9 +144,16 @@ class Search:
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise UserError(f"storage {self.storage_url} unreachable: {first}") from None
 
-    def pruner(self) -> tuple[str, int, int]:
+    def pruner_settings(self) -> dict[str, Any]:
         a = self.args
-        return a.pruner, a.pruner_startup_trials, a.pruner_warmup_epochs
+        if a.pruner == "threshold" and a.pruner_threshold is None:
+            raise UserError("--pruner threshold needs --pruner_threshold")
+        return {
+            "pruner": a.pruner,
+            "startup_trials": a.pruner_startup_trials,
+            "warmup_epochs": a.pruner_warmup_epochs,
+            "threshold": a.pruner_threshold,
+        }
 
     # --- a worker ---------------------------------------------------------------------------
 
@@ -200,11 +214,11 @@ class Search:
         ]
         if slurm_job() is not None:  # every rank a task of this job; checkpoint and requeue
             tasks = os.environ.get("SLURM_NTASKS", "1")
-            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command]
-            command += ["-c", str(ROOT / "configs" / "trainer" / "slurm.yaml")]
+            slurm = ["-c", str(ROOT / "configs" / "trainer" / "slurm.yaml")]
+            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command[:4], *slurm,
+                       *command[4:]]  # fmt: skip
         settings = {"storage": self.storage_url, "study": self.name, "number": number}
-        pruner, startup, warmup = self.pruner()
-        settings |= {"pruner": pruner, "startup_trials": startup, "warmup_epochs": warmup}
+        settings |= self.pruner_settings()
         env = child_env() | {ENV: json.dumps(settings)}
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / f"trial-{number:04d}.out"
@@ -307,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
             study.set_user_attr(key, value)
         print(f"study {search.name}: {direction} {monitor}, {args.trials} trials, storage "
               f"{search.storage_url}", flush=True)  # fmt: skip
+        if args.prepare:
+            return
         workers = [
             subprocess.Popen(
                 [

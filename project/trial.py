@@ -18,7 +18,20 @@ ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
 
-def make_pruner(name: str, startup_trials: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str,
+    startup_trials: int,
+    warmup_epochs: int,
+    threshold: float | None = None,
+    minimize: bool = True,
+) -> optuna.pruners.BasePruner:
+    """median (Optuna's default), hyperband, successive_halving, threshold (stops a trial whose
+    metric is worse than `threshold` after the warmup: diverging ones), or none."""
+    if name == "threshold":
+        if threshold is None:
+            raise ValueError("the threshold pruner needs --pruner_threshold")
+        bound = {"upper": threshold} if minimize else {"lower": threshold}
+        return optuna.pruners.ThresholdPruner(**bound, n_warmup_steps=warmup_epochs)
     if name == "median":
         return optuna.pruners.MedianPruner(startup_trials, warmup_epochs)
     if name == "hyperband":
@@ -69,9 +82,10 @@ class TrialReporter(Callback):
         pruner: str = "median",
         startup_trials: int = 5,
         warmup_epochs: int = 1,
+        threshold: float | None = None,
     ) -> None:
         self.storage_url, self.study_name, self.number = storage, study, number
-        self.pruner = (pruner, startup_trials, warmup_epochs)
+        self.pruner = (pruner, startup_trials, warmup_epochs, threshold)
         self.trial: optuna.trial.Trial | None = None
         self.pruned = False
 
@@ -79,9 +93,9 @@ class TrialReporter(Callback):
         if stage != "fit" or not trainer.is_global_zero:
             return
         storage = make_storage(self.storage_url)
-        study = optuna.load_study(
-            study_name=self.study_name, storage=storage, pruner=make_pruner(*self.pruner)
-        )
+        study = optuna.load_study(study_name=self.study_name, storage=storage)
+        minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+        study.pruner = make_pruner(*self.pruner, minimize=minimize)
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
         self.trial = optuna.trial.Trial(study, trial_id)

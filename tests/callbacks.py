@@ -34,6 +34,8 @@ class SaveWeights(Callback):
         saved = {"initial": self.initial, "weights": weights_of(pl_module)}
         saved |= {"world_size": trainer.world_size, "pid": os.getpid()}
         saved |= {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        saved |= {"hparams": {k: str(v) for k, v in pl_module.hparams.items()}}
+        saved |= {"lr": [group["lr"] for group in trainer.optimizers[0].param_groups]}
         torch.save(saved, self.folder / f"weights-rank{trainer.global_rank}.pt")
 
 
