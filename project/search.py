@@ -46,6 +46,7 @@ IN_PLAY = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m project.search",
+        allow_abbrev=False,  # a trial's flag must never be taken for a prefix of ours
         description="An Optuna study over an experiment; flags it does not know go to every "
         "trial's `fit` (e.g. --trainer.max_epochs 10).",
     )
@@ -120,6 +121,8 @@ class Search:
         words = [sys.executable, "-m", "project", "fit"]
         for config in self.configs:
             words += ["-c", str(config)]
+        if slurm_job() is not None:  # checkpoint and requeue on Slurm's signal, as train.sbatch
+            words += ["-c", str(ROOT / "configs" / "trainer" / "slurm.yaml")]
         return words + self.fit_flags
 
     def study(self, direction: str | None = None, worker: int = 0) -> optuna.Study:
@@ -212,11 +215,9 @@ class Search:
             *("--trainer.default_root_dir", str(run)),
             *(["--ckpt_path", str(checkpoint)] if checkpoint else []),
         ]
-        if slurm_job() is not None:  # every rank a task of this job; checkpoint and requeue
+        if slurm_job() is not None:  # every rank a task of this job's step
             tasks = os.environ.get("SLURM_NTASKS", "1")
-            slurm = ["-c", str(ROOT / "configs" / "trainer" / "slurm.yaml")]
-            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command[:4], *slurm,
-                       *command[4:]]  # fmt: skip
+            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command]
         settings = {"storage": self.storage_url, "study": self.name, "number": number}
         settings |= self.pruner_settings()
         env = child_env() | {ENV: json.dumps(settings)}
@@ -295,6 +296,15 @@ def child_env() -> dict[str, str]:
     }
 
 
+def threads_per_worker(jobs: int) -> dict[str, str]:
+    """The cores shared out between local workers: torch's default (a thread per core in every
+    process) oversubscribes them, and spinning OpenMP threads then collapse (docs/benchmarks.md)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"OMP_NUM_THREADS": str(max(1, (cores or 1) // jobs))}
+
+
 def tail(path: Path, lines: int = 5) -> str:
     return (
         "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -333,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
                     "--worker",
                     str(k),
                 ],
-                env=child_env(),
+                env=child_env() | threads_per_worker(args.jobs),
             )  # fmt: skip
             for k in range(args.jobs)
         ]

@@ -49,7 +49,8 @@ def load_weights(folder: Path) -> dict[int, dict]:
 
 class SlowBatches(Callback):
     """Sleeps after every training batch, so that a test can signal a run mid-epoch; rank 0
-    writes the global step it has reached to `progress` (a file the test polls)."""
+    writes the global step it has reached to `progress` (a file the test polls; a relative path
+    is taken in the trainer's default_root_dir: a search trial's run folder)."""
 
     def __init__(self, seconds: float, progress: str) -> None:
         self.seconds = seconds
@@ -64,7 +65,7 @@ class SlowBatches(Callback):
         batch_idx: int,
     ) -> None:
         if trainer.is_global_zero:
-            self.progress.write_text(str(trainer.global_step))
+            Path(trainer.default_root_dir, self.progress).write_text(str(trainer.global_step))
         time.sleep(self.seconds)
 
 

@@ -13,6 +13,7 @@ OVERLAY_FOLDERS_TESTED_ELSEWHERE: dict[str, str] = {
     "trainer": "tests/test_scaling.py",
     "image": "tests/test_image_configs.py",
     "recipe": "tests/test_recipe.py",
+    "search": "tests/test_search.py",
 }
 DEFAULT = CONFIGS / "gru.yaml"
 

@@ -68,6 +68,7 @@ def test_wrong_shape_names_the_file_and_the_shape(tmp_path: Path) -> None:
         SequenceFileDataModule(train=str(path))
 
 
+@pytest.mark.slow
 def test_missing_data_file_is_one_line_through_the_cli(tmp_path: Path) -> None:
     result = cli_process(
         "fit",
@@ -112,6 +113,7 @@ def test_zero_padded_file_without_lengths_warns_once(workdir: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_the_padding_warning_is_one_line_in_a_real_process(workdir: Path) -> None:
     data_file = write_padded(workdir / "padded.npz")
     data = ["--data", "SequenceFileDataModule", "--data.train", data_file]

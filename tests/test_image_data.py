@@ -261,6 +261,7 @@ def test_downloads_without_network_say_where_the_files_go(
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_last_batch_of_one_image_is_dropped_so_batchnorm_can_train(workdir: Path) -> None:
     """7 training images in batches of 3 would end on a batch of one, which BatchNorm refuses
     ("Expected more than 1 value per channel when training") in ResNet's last 1×1 layers."""

@@ -72,6 +72,7 @@ def test_warmup_cosine_ends_with_the_run(
     assert rates[-1] == pytest.approx(lr * floor)
 
 
+@pytest.mark.slow
 def test_warmup_cosine_resumes_on_its_curve(workdir: Path) -> None:
     """A run stopped after its first epoch and resumed takes the same rates as a whole run."""
     common = ["-c", GRU, "-c", RECIPE / "warmup_cosine.yaml", *TINY, *NO_VAL]

@@ -193,6 +193,7 @@ def test_predict_under_ddp_matches_one_process(finished_run: Path) -> None:
         assert float(got["prob_3"]) == pytest.approx(float(want["prob_3"]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluating_a_run_keeps_its_curves_whole_in_tensorboard(finished_run: Path) -> None:
     """validate, test and predict log into the run's folder after its training curves: the
     default loader of TensorBoard still shows every epoch's val/acc and confusion matrix."""

@@ -174,6 +174,7 @@ def test_stopped_and_killed_run_resumes_to_the_same_weights_and_curves(workdir: 
         ),
     ],
 )
+@pytest.mark.slow
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(io: str, tmp_path: Path) -> None:
     """A process writes checkpoint A, then dies halfway through writing B: A must still load.
     The temp folder is put on another filesystem than the checkpoints (as a tmpfs /tmp or logs
@@ -234,6 +235,7 @@ def restart_marks(event_file: Path) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 def test_a_run_logging_into_a_folder_with_curves_hides_none_of_them(workdir: Path) -> None:
     """A requeued Slurm job logs into its own folder again (resuming from the hpc_ckpt_N.ckpt
     Lightning finds itself): a mark at step 0, which a new run's folder gets, would hide the
@@ -248,6 +250,7 @@ def test_a_run_logging_into_a_folder_with_curves_hides_none_of_them(workdir: Pat
     assert [restart_marks(f) for f in files] == [[0], [], []]
 
 
+@pytest.mark.slow
 def test_last_ckpt_is_the_last_epoch_even_when_it_was_not_the_best(workdir: Path) -> None:
     """Monitoring the epoch number for its minimum makes the first epoch the best and no later
     one; last.ckpt must still hold the last epoch (Lightning 2.6's save_last alone leaves it at
@@ -312,6 +315,7 @@ def test_best_so_far_continues_only_in_a_resumed_fit(stage: TrainerFn) -> None:
     )
 
 
+@pytest.mark.slow
 def test_periodic_checkpoint_never_takes_a_non_finite_step(tmp_path: Path) -> None:
     """last.ckpt is refreshed after every step here, and the loss becomes infinite in step 43:
     the NaN stop, which runs before the periodic save, leaves the checkpoint of step 42 and not

@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from project.loggers import TensorBoardLogger
 from tests.conftest import CONFIGS, QUIET, ROOT
+
+pytestmark = pytest.mark.slow  # real processes and whole diverging trainings
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
