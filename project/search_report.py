@@ -1,6 +1,7 @@
 """What a search leaves beside its trials (`make search-report`, and at the end of a search):
 `trials.md` (every trial, best first), `best.yaml` (the best trial's config: `fit -c` repeats
-it), Optuna's plots as PNG files and as images in TensorBoard (`logs/<exp>/search/<study>/`)."""
+it), Optuna's plots as PNG files in `report/` and as images in TensorBoard
+(`logs/<exp>/search/<study>/`)."""
 
 import io
 import math
@@ -100,7 +101,7 @@ def write_plots(study: optuna.Study, folder: Path) -> list[str]:
         figure = (axes.flat[0] if isinstance(axes, np.ndarray) else axes).figure
         figure.set_size_inches(10, 6)
         figure.tight_layout()
-        figure.savefig(folder / f"{name}.png", dpi=100)
+        figure.savefig(folder / "report" / f"{name}.png", dpi=100)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
         image = np.array(Image.open(buffer).convert("RGB"))
@@ -121,7 +122,7 @@ def write_report(study: optuna.Study, folder: Path) -> None:
     print(f"\nstudy {study.study_name}: {counts}\n{text}")
     for note in notes:
         print(f"note: {note}")
-    print(f"report: {folder}/trials.md, *.png; TensorBoard: tensorboard --logdir {folder}")
+    print(f"report: {folder}/trials.md, report/*.png; TensorBoard: tensorboard --logdir {folder}")
     if best is not None:
         print(f"best:   python -m project fit -c {best}")
     if study.user_attrs:
