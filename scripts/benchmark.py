@@ -263,7 +263,7 @@ def measure_template(args: list[str], steps: int, warmup: int, bare: bool, gpu: 
         trainer = cli.trainer
         trainer.callbacks.append(clock)
     trainer.fit(cli.model, datamodule=cli.datamodule)
-    device_type = cli.model.device.type
+    device_type = "cuda" if gpu else "cpu"  # fit's teardown has moved the model back to the CPU
     return {
         "samples_per_s": throughput(clock.marks, cli.datamodule.batch_size, device_type),
         "losses": [float(loss) for loss in clock.losses],
