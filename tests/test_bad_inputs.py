@@ -216,6 +216,7 @@ def test_bad_input_is_one_line_and_harmless(
     assert not (place / "payload-ran").exists()
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_only_the_line(place: Path) -> None:
     """In-process runs above share the test process; this one is exactly what a user sees."""
     result = cli_process("test", "-c", GRU, "--ckpt_path", "nope.ckpt", cwd=place)

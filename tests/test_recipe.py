@@ -200,6 +200,7 @@ def test_mixing_blends_the_loss_targets_and_keeps_true_ones_for_metrics() -> Non
     assert accuracy.tp.sum() + accuracy.fn.sum() == len(labels)  # counted against 6 labels
 
 
+@pytest.mark.slow
 def test_no_decay_on_norms_and_biases_splits_every_group(workdir: Path) -> None:
     """With `decay_norms_and_biases: false`, every vector (bias, norm scale) trains without
     weight decay and every matrix with it, in the first groups and in the group a staged

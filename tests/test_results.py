@@ -240,6 +240,7 @@ def test_results_on_other_data_go_beside_the_runs_own(workdir: Path) -> None:
         assert len(list(csv.DictReader(file))) == 5
 
 
+@pytest.mark.slow
 def test_a_summary_never_fails_a_run_and_tells_a_resume_apart(
     finished_run: Path, workdir: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -74,6 +74,7 @@ def test_cpu_overlay_trains(workdir: Path) -> None:
     assert list((workdir / "logs" / "gru").glob("version_0/checkpoints/last.ckpt"))
 
 
+@pytest.mark.slow
 def test_accumulation_matches_one_large_batch(workdir: Path) -> None:
     """4 accumulated batches of 50 make the same 3 Adam steps as batches of 200."""
     common = [
