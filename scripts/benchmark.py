@@ -102,7 +102,9 @@ def build(args: list[str], validate: bool = False):  # noqa: ANN201 (a ProjectCL
     from project.cli import make_cli
 
     if not validate:
-        args = [*args, "--trainer.limit_val_batches", "0"]
+        # a fixed learning rate on every path: the hand-written loop has no schedule to step,
+        # and the per-step losses must agree (a schedule costs one call per step, the same here)
+        args = [*args, "--trainer.limit_val_batches", "0", "--lr_scheduler", "null"]
     return make_cli([*args, "--trainer.enable_progress_bar", "false"], run=False)
 
 
