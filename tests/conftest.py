@@ -38,6 +38,14 @@ def cli_process(*args: str | Path, cwd: Path | None = None) -> subprocess.Comple
     )
 
 
+def service_missing(problem: str) -> None:
+    """Skips a test whose service (a Slurm cluster, a database) is not here; under CI=true, where
+    .ci/run starts them all, fails it instead, so that a broken start cannot pass as skips."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {problem}")
+    pytest.skip(problem)
+
+
 def run_dirs(workdir: Path, experiment: str) -> list[Path]:
     return sorted((workdir / "logs" / experiment).glob("version_*"))
 

@@ -23,7 +23,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from project.search import main as search_main
 from project.trial import make_storage
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, QUIET, ROOT, cli
+from tests.conftest import CONFIGS, QUIET, ROOT, cli, service_missing
 
 GRU = CONFIGS / "gru.yaml"
 SPACE = """\
@@ -277,9 +277,7 @@ def test_a_pruned_ddp_trial_ends_on_both_ranks_with_the_same_parameters(tmp_path
 def test_a_study_in_postgresql(tmp_path: Path) -> None:
     url = os.environ.get(POSTGRES)
     if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no {POSTGRES} (scripts/local_postgres.sh start)")
-        pytest.skip(f"no {POSTGRES}: a PostgreSQL URL (scripts/local_postgres.sh start, as root)")
+        service_missing(f"no {POSTGRES}: a PostgreSQL URL (scripts/local_postgres.sh start)")
     name = f"test-{uuid.uuid4().hex[:8]}"
     space = space_file(tmp_path, name=name)
     args = ["-c", GRU, "--space", space, "--storage", url, "--trials", 3, "--jobs", 2, *SMALL]
