@@ -114,7 +114,7 @@ def cpu_processes(devices: object) -> int:
     # Lightning accepts any number; far more processes than cores is a typo (e.g. a GPU count
     # on a CPU run) that starts dozens of processes fighting for the cores and memory. Up to
     # twice the cores is allowed: 3 ranks on 2 cores are slow but check multi-process code
-    cores = int(os.environ.get("SLURM_CPUS_ON_NODE", 0)) or len(os.sched_getaffinity(0))
+    cores = usable_cores()
     if count < 1 or count > 2 * cores:
         raise UserError(
             f"trainer.devices={devices} CPU processes but this machine offers {cores} cores; "
@@ -183,3 +183,13 @@ def torchrun_checks(devices: int, num_nodes: int) -> None:
             f"{local} process(es) per node, {world} in all; make devices = --nproc-per-node "
             "and num_nodes = --nnodes"
         )
+
+
+def usable_cores() -> int:
+    """The cores this process may use: Slurm's allocation on a node, else its CPU affinity."""
+    allocated = int(os.environ.get("SLURM_CPUS_ON_NODE", 0))
+    if allocated:
+        return allocated
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -33,6 +33,7 @@ import yaml
 from optuna.trial import TrialState
 
 from project.errors import UserError
+from project.launch_checks import usable_cores
 from project.runs import latest_checkpoint, slurm_job
 from project.search_report import write_report
 from project.search_space import example_value, flags, read_space
@@ -301,8 +302,7 @@ def threads_per_worker(jobs: int) -> dict[str, str]:
     process) oversubscribes them, and spinning OpenMP threads then collapse (docs/benchmarks.md)."""
     if "OMP_NUM_THREADS" in os.environ:
         return {}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"OMP_NUM_THREADS": str(max(1, (cores or 1) // jobs))}
+    return {"OMP_NUM_THREADS": str(max(1, usable_cores() // jobs))}
 
 
 def tail(path: Path, lines: int = 5) -> str:
