@@ -12,10 +12,11 @@ class WarmupCosineLR(LRScheduler):
     """A linear warmup from ~0 to the configured rate, then a cosine decay to `final_lr_factor`
     times that rate at the run's last optimizer step; stepped once per optimizer step.
 
-    The model sizes it from the Trainer (`size_to_run`) before the first step: the decay ends
-    with the run however `max_epochs`, `max_steps`, the data or gradient accumulation change,
-    so a longer run never sees its learning rate climb back up (a `CosineAnnealingLR` whose
-    `T_max` repeats `max_epochs` does). A resumed run keeps the length it was sized to.
+    The model sizes it from the Trainer (`size_to_run`) at train start, before the first step
+    and after a resumed run's state is restored: the decay ends with the run however
+    `max_epochs`, `max_steps`, the data or gradient accumulation change, so a longer run never
+    sees its learning rate climb back up (a `CosineAnnealingLR` whose `T_max` repeats
+    `max_epochs` does). A resumed run keeps the length it was sized to.
     """
 
     interval = "step"  # read by SupervisedModule.configure_optimizers
@@ -40,7 +41,7 @@ class WarmupCosineLR(LRScheduler):
             )
         self.warmup_epochs = warmup_epochs
         self.final_lr_factor = final_lr_factor
-        self.total_steps = 1  # until `size_to_run`: the configured rate
+        self.total_steps: int | None = None  # until `size_to_run`: the configured rate
         self.warmup_steps = 0
         super().__init__(optimizer, last_epoch)
 
@@ -64,6 +65,8 @@ class WarmupCosineLR(LRScheduler):
 
     def factor(self, step: int) -> float:
         """The rate at optimizer step `step` (0-based) as a fraction of the configured one."""
+        if self.total_steps is None:
+            return 1.0
         if step < self.warmup_steps:
             return (step + 1) / (self.warmup_steps + 1)
         decay_steps = max(1, self.total_steps - 1 - self.warmup_steps)

@@ -88,10 +88,6 @@ def logged_steps(event_file: Path, tag: str = "train/loss_step") -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="exact resume broke with the per-step WarmupCosineLR (fine at a fixed rate): #13",
-)
 def test_stopped_and_killed_run_resumes_to_the_same_weights_and_curves(workdir: Path) -> None:
     """One run, stopped three times: SIGKILL mid-epoch (it loses the steps since the periodic
     last.ckpt), SIGTERM at the end of an epoch, Ctrl-C mid-epoch; each time resumed with

@@ -217,10 +217,6 @@ def test_compile_network_compiles_the_net() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="exact resume broke with the per-step WarmupCosineLR (fine at a fixed rate): #13",
-)
 def test_signalled_run_resumes_mid_epoch_exactly(workdir: Path) -> None:
     """Outside Slurm, SIGUSR1 saves hpc_ckpt_1.ckpt after the current batch and stops; resuming
     from it (DataLoader workers > 0) ends with the weights of a run never stopped."""

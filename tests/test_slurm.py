@@ -216,10 +216,6 @@ def test_ddp_job_runs_on_two_ranks(jobs: dict[str, Job]) -> None:
     print(f"DDP job {job.id}: {job.seconds:.0f} s from submission")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exact resume broke with the per-step WarmupCosineLR (fine at a fixed rate): #13",
-)
 def test_preempted_job_resumes_mid_epoch_to_the_same_weights(jobs: dict[str, Job]) -> None:
     job, reference = jobs["preempted"], jobs["reference"]
     log = job.log()

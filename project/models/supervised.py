@@ -311,6 +311,23 @@ class SupervisedModule(LightningModule):
         during training, such as an unfrozen backbone's)."""
         return groups if self.decay_norms_and_biases else without_decay_on_norms_and_biases(groups)
 
+    def on_train_start(self) -> None:
+        # A schedule whose length is the run's (project.schedules) is sized here, not in
+        # configure_optimizers: reading `estimated_stepping_batches` there builds the train loader
+        # before Lightning restores its mid-epoch position, and a resumed run then silently
+        # trains on other batches than the interrupted one (Lightning issue 20550, open in
+        # 2.6.6). A restored schedule keeps its size.
+        trainer = self.trainer
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if getattr(scheduler, "total_steps", 0) is None:  # WarmupCosineLR, not yet sized
+                total = trainer.estimated_stepping_batches  # optimizer steps, after accumulation
+                per_epoch = math.ceil(
+                    trainer.num_training_batches / trainer.accumulate_grad_batches
+                )
+                smoke_test = bool(trainer.fast_dev_run)
+                scheduler.size_to_run(int(total), per_epoch, smoke_test=smoke_test)
+
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several shapes)
         groups = list(self.parameter_groups())
         if groups and not isinstance(groups[0], dict):
@@ -324,12 +341,7 @@ class SupervisedModule(LightningModule):
             group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
         if self.lr_scheduler is None:
             return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        if hasattr(scheduler, "size_to_run"):  # project.schedules: its length is the run's
-            trainer = self.trainer
-            total = trainer.estimated_stepping_batches  # optimizer steps, after accumulation
-            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-            scheduler.size_to_run(int(total), per_epoch, smoke_test=bool(trainer.fast_dev_run))
+        scheduler = self.lr_scheduler(optimizer)  # a project.schedules one is sized at train start
         # stepped per epoch unless the schedule says it counts optimizer steps
         config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         monitor = getattr(scheduler, "monitor", None)  # set by Lightning's ReduceLROnPlateau
