@@ -20,13 +20,7 @@ from tests.conftest import ROOT, service_missing
 from tests.test_search import GRU, SMALL, last_weights, load, search, space_file
 from tests.test_slurm import DONE, TRAIN, Job, cluster_problem, submit, wait_until_done
 
-pytestmark = [
-    pytest.mark.slow,
-    # Seen 2026-12-04 on the local cluster: the preempted task (1_1) was requeued by Lightning
-    # ("CANCELLED ... DUE TO JOB REQUEUE") and never ran again, so its trial waited for the
-    # 600 s stale timeout and the array did not end. Issue 12 stays open on this.
-    pytest.mark.skip(reason="a requeued array task of search.sbatch never restarts (issue 12)"),
-]
+pytestmark = pytest.mark.slow
 
 SEARCH = ROOT / "scripts" / "slurm" / "search.sbatch"
 SIGNAL_AT_STEP = 2  # of 8 (2 epochs of 4 batches), each batch slowed to half a second
