@@ -12,7 +12,7 @@ WORKERS ?= 4
 SEARCH = -c configs/$(EXP).yaml --space $(SPACE) --trials $(TRIALS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep search search-report slurm-search collect slurm-local
+.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep search search-report slurm-search collect slurm-local bench profile export
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ clean: ## Delete logs, caches and .venv
 
 bench: install ## Benchmark the template against a hand-written loop (logs/bench/results.md)
 	$(PY) scripts/benchmark.py
+
+profile: install ## Where a step's time goes on each benchmark path: flame graphs and a table (logs/profiles/)
+	$(PY) scripts/profile_steps.py $(ARGS)
 
 export: install ## Export a checkpoint to TorchScript and ONNX: make export CKPT=logs/.../last.ckpt
 	$(PY) -m project.export $(CKPT)

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,11 +125,12 @@ def test_accuracy(model, data) -> float:  # noqa: ANN001
     return correct / total
 
 
-def time_to_accuracy(path: str, target: float) -> dict:
+def time_to_accuracy(path: str, target: float, quick: bool = False) -> dict:
     """Trains the default experiment for its full schedule; after each epoch the test accuracy
     is probed with the clock stopped. Returns the training seconds until it first reached
-    `target`, and the accuracy at the end."""
+    `target`, and the accuracy at the end. `quick`: 2 epochs, a check and not a figure."""
     args = ["-c", str(CONFIGS / "gru.yaml")]
+    epochs = ["--trainer.max_epochs", "2"] if quick else []
     history: list[tuple[float, float]] = []  # (training seconds so far, test accuracy)
     if path == "template":
         from lightning import Callback
@@ -146,18 +148,21 @@ def time_to_accuracy(path: str, target: float) -> dict:
                 self.elapsed += time.perf_counter() - self.started
                 history.append((self.elapsed, test_accuracy(pl_module, trainer.datamodule)))
 
-        cli = build([*args, "--trainer.logger.init_args.save_dir", "."], validate=True)
+        cli = build([*args, *epochs, "--trainer.logger.init_args.save_dir", "."], validate=True)
         cli.trainer.callbacks.append(Probe())
         cli.datamodule.setup("test")
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     else:
-        cli = build(args)
+        cli = build([*args, *epochs], validate=True)  # the config's schedule, as the template
         model, data = cli.model, cli.datamodule
         data.setup("fit")
         data.setup("test")
         configured = model.configure_optimizers()
         optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
         loader = data.train_dataloader()
+        if hasattr(scheduler, "size_to_run"):  # WarmupCosineLR: what fit does at train start
+            scheduler.size_to_run(cli.trainer.max_epochs * len(loader), len(loader))
+        per_step = configured["lr_scheduler"].get("interval") == "step"
         elapsed = 0.0
         for epoch in range(cli.trainer.max_epochs):
             started = time.perf_counter()
@@ -168,7 +173,10 @@ def time_to_accuracy(path: str, target: float) -> dict:
                 loss = model.loss_fn(model(inputs, *lengths), targets)
                 loss.backward()
                 optimizer.step()
-            scheduler.step()
+                if per_step:
+                    scheduler.step()
+            if not per_step:
+                scheduler.step()
             elapsed += time.perf_counter() - started
             history.append((elapsed, test_accuracy(model, data)))
     reached = next((seconds for seconds, accuracy in history if accuracy >= target), None)
@@ -187,16 +195,28 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def throughput(marks: list[float], batch_size: int, device_type: str) -> float:
-    """Samples per second from the start times of consecutive steps (and the last one's end).
+def read_clocks() -> tuple[float, float]:
+    """Wall time and this process's CPU time (all its threads): the CPU time excludes the time
+    other processes took the cores, so it still resolves the paths on a busy machine."""
+    return time.perf_counter(), time.process_time()
+
+
+def throughput(marks: list[tuple[float, float]], batch_size: int, device_type: str) -> dict:
+    """Samples per second from the clocks at the start of consecutive steps (and the last one's
+    end), by wall time and by the process's CPU time.
 
     On a CPU: the median step, so that a moment when another process takes the core does not
     count against one path only. On a GPU, where a step's start only says when its kernels were
-    queued: the whole window, synchronised at both ends only, as training runs.
+    queued: the whole window, synchronised at both ends only, as training runs (no CPU figure).
     """
     if device_type == "cuda":
-        return batch_size * (len(marks) - 1) / (marks[-1] - marks[0])
-    return batch_size / statistics.median(b - a for a, b in itertools.pairwise(marks))
+        wall = batch_size * (len(marks) - 1) / (marks[-1][0] - marks[0][0])
+        return {"samples_per_s": wall, "cpu_samples_per_s": None}
+    steps = list(itertools.pairwise(marks))
+    return {
+        "samples_per_s": batch_size / statistics.median(b[0] - a[0] for a, b in steps),
+        "cpu_samples_per_s": batch_size / statistics.median(b[1] - a[1] for a, b in steps),
+    }
 
 
 def set_up_gpu_by_hand(model) -> None:  # noqa: ANN001
@@ -219,22 +239,25 @@ def measure_template(args: list[str], steps: int, warmup: int, bare: bool, gpu: 
 
         def __init__(self) -> None:
             self.losses: list = []
-            self.marks: list[float] = []
+            self.marks: list[tuple[float, float]] = []
+            self.step = 0  # over epochs (batch_idx starts again at each)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-            if batch_idx == warmup:
+            if self.step == warmup:
                 _synchronize(pl_module.device.type)
-            if batch_idx >= warmup:
-                self.marks.append(time.perf_counter())
+            if self.step >= warmup:
+                self.marks.append(read_clocks())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             self.losses.append(outputs["loss"].detach())  # read after the run: no sync per step
-            if batch_idx == warmup + steps - 1:
+            self.step += 1
+            if self.step == warmup + steps:
                 _synchronize(pl_module.device.type)
-                self.marks.append(time.perf_counter())
+                self.marks.append(read_clocks())
                 trainer.should_stop = True
 
-    cli = build([*args, "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", "."])
+    # as many epochs as the steps need: the clock stops the run
+    cli = build([*args, "--trainer.max_epochs", "-1", "--trainer.logger.init_args.save_dir", "."])
     clock = StepClock()
     if bare:
 
@@ -253,7 +276,7 @@ def measure_template(args: list[str], steps: int, warmup: int, bare: bool, gpu: 
             accelerator="gpu" if gpu else "cpu",
             devices=1,
             precision="bf16-mixed" if gpu else "32-true",
-            max_epochs=1,
+            max_epochs=-1,
             limit_val_batches=0,
             logger=False,
             enable_checkpointing=False,
@@ -267,7 +290,7 @@ def measure_template(args: list[str], steps: int, warmup: int, bare: bool, gpu: 
     trainer.fit(cli.model, datamodule=cli.datamodule)
     device_type = "cuda" if gpu else "cpu"  # fit's teardown has moved the model back to the CPU
     return {
-        "samples_per_s": throughput(clock.marks, cli.datamodule.batch_size, device_type),
+        **throughput(clock.marks, cli.datamodule.batch_size, device_type),
         "losses": [float(loss) for loss in clock.losses],
         "peak_mb": peak_memory_mb(device_type),
     }
@@ -294,13 +317,25 @@ def measure_hand_written(args: list[str], steps: int, warmup: int, gpu: bool) ->
     loader = data.train_dataloader()
     optimizer = model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    marks, losses = train_by_hand(model, loader, optimizer, autocast, device, steps, warmup)
+    return {
+        **throughput(marks, data.batch_size, device.type),
+        "losses": [float(loss) for loss in losses],
+        "peak_mb": peak_memory_mb(device.type),
+    }
+
+
+def train_by_hand(model, loader, optimizer, autocast, device, steps: int, warmup: int) -> tuple:  # noqa: ANN001
+    """The seed's loop, epoch after epoch until `warmup + steps` steps; the clocks at each timed
+    step's start (and the last one's end), and every loss. Its own function, so that a profile
+    finds its steps (scripts/profile_steps.py)."""
     losses: list = []
-    marks: list[float] = []
-    for index, (inputs, targets, *lengths) in enumerate(loader):
+    marks: list[tuple[float, float]] = []
+    for index, (inputs, targets, *lengths) in enumerate(epochs_of(loader)):
         if index == warmup:
             _synchronize(device.type)
         if index >= warmup:
-            marks.append(time.perf_counter())
+            marks.append(read_clocks())
         inputs, targets = inputs.to(device), targets.to(device)
         optimizer.zero_grad()
         with autocast:
@@ -310,13 +345,17 @@ def measure_hand_written(args: list[str], steps: int, warmup: int, gpu: bool) ->
         losses.append(loss.detach())
         if index == warmup + steps - 1:
             _synchronize(device.type)
-            marks.append(time.perf_counter())
+            marks.append(read_clocks())
             break
-    return {
-        "samples_per_s": throughput(marks, data.batch_size, device.type),
-        "losses": [float(loss) for loss in losses],
-        "peak_mb": peak_memory_mb(device.type),
-    }
+    return marks, losses
+
+
+def epochs_of(loader) -> Iterator:  # noqa: ANN001
+    """The loader's batches epoch after epoch, each epoch's order set as Lightning sets it."""
+    for epoch in itertools.count():
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
 
 
 def _synchronize(device_type: str) -> None:
@@ -353,11 +392,16 @@ def machine() -> str:
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
-def median_ratio(runs: list[dict], hand: list[dict]) -> float:
-    """The median over the repeats of each run's samples/s over the hand loop's of its round."""
-    return statistics.median(
-        r["samples_per_s"] / h["samples_per_s"] for r, h in zip(runs, hand, strict=True)
-    )
+def ratios(runs: list[dict], hand: list[dict], key: str = "samples_per_s") -> list[float]:
+    """Each run's samples/s over the hand loop's of its round (by wall or by CPU time)."""
+    return [r[key] / h[key] for r, h in zip(runs, hand, strict=True) if r[key] and h[key]]
+
+
+def summary(values: list[float]) -> dict:
+    """Median and range over the rounds: the range is what this machine resolves today."""
+    if not values:
+        return {"median": None, "low": None, "high": None}
+    return {"median": statistics.median(values), "low": min(values), "high": max(values)}
 
 
 def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = False) -> dict:
@@ -382,8 +426,12 @@ def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = 
             "lightning_samples_per_s": statistics.median(
                 r["samples_per_s"] for r in runs["lightning"]
             ),
-            "ratio_median": median_ratio(runs["template"], runs["hand"]),
-            "lightning_ratio_median": median_ratio(runs["lightning"], runs["hand"]),
+            "ratio": summary(ratios(runs["template"], runs["hand"])),
+            "lightning_ratio": summary(ratios(runs["lightning"], runs["hand"])),
+            "cpu_ratio": summary(ratios(runs["template"], runs["hand"], "cpu_samples_per_s")),
+            "lightning_cpu_ratio": summary(
+                ratios(runs["lightning"], runs["hand"], "cpu_samples_per_s")
+            ),
             "losses_agree_5_decimals": agree,
             "max_loss_difference": max(
                 (abs(a - b) for a, b in zip(template_losses, hand_losses, strict=False)),
@@ -395,7 +443,8 @@ def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = 
         print(name, json.dumps(results["workloads"][name]), flush=True)
     if "time_to_accuracy" in names and not gpu:  # a CPU figure: `make train` on a laptop
         runs = {
-            path: one_measurement("time_to_accuracy", path, gpu) for path in ("template", "hand")
+            path: one_measurement("time_to_accuracy", path, gpu, quick)
+            for path in ("template", "hand")
         }
         results["time_to_accuracy"] = {"target": TARGET_ACCURACY, **runs}
         print("time_to_accuracy", json.dumps(runs), flush=True)
@@ -409,22 +458,27 @@ def markdown(results: dict) -> str:
     lines = [
         f"Measured {results['date']} on {results['machine']}.",
         "",
-        "| workload | template samples/s | hand-written samples/s | template / hand "
-        "| Lightning alone / hand | losses agree (5 dp) | peak MB template / hand |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | template samples/s | hand-written samples/s | template / hand (wall) "
+        "| template / hand (CPU time) | Lightning alone / hand (wall; CPU time) "
+        "| losses agree (5 dp) | peak MB template / hand |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["workloads"].values():
         lines.append(
             f"| {r['what']} | {r['template_samples_per_s']:.0f} | {r['hand_samples_per_s']:.0f} "
-            f"| {r['ratio_median']:.3f} | {r['lightning_ratio_median']:.3f} "
+            f"| {spread(r['ratio'])} | {spread(r['cpu_ratio'])} "
+            f"| {spread(r['lightning_ratio'])}; {spread(r['lightning_cpu_ratio'])} "
             f"| {'yes' if r['losses_agree_5_decimals'] else 'no'} "
             f"| {r['template_peak_mb']:.0f} / {r['hand_peak_mb']:.0f} |"
         )
     lines += [
         "",
-        "Ratios: medians over the repeats of each run's samples/s over the hand-written loop's "
-        "in the same round. Lightning alone: a bare `Trainer` (no logger, callbacks, metrics or "
-        "`self.log`) around the same forward and loss.",
+        "Ratios: the median over the rounds of each run's samples/s over the hand-written "
+        "loop's in the same round, with the lowest and highest round in brackets. Wall: the "
+        "median step's wall time; CPU time: the median step's CPU time of the process (all its "
+        "threads), which leaves out what other processes took. Lightning alone: a bare "
+        "`Trainer` (no logger, callbacks, metrics or `self.log`) around the same forward and "
+        "loss.",
     ]
     tta = results.get("time_to_accuracy")
     if tta:
@@ -447,6 +501,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def spread(ratio: dict) -> str:
+    if ratio["median"] is None:
+        return "n/a"
+    return f"{ratio['median']:.3f} [{ratio['low']:.3f}–{ratio['high']:.3f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -458,15 +518,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 timed steps: checks, not figures")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench")
     parser.add_argument("--measure", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # profile_steps.py: longer
     args = parser.parse_args()
     if args.measure and args.measure[0] == "time_to_accuracy":
-        print(json.dumps(time_to_accuracy(args.measure[1], TARGET_ACCURACY)))
+        print(json.dumps(time_to_accuracy(args.measure[1], TARGET_ACCURACY, args.quick)))
         return
     if args.measure:
         name, path = args.measure
         config, steps, warmup, _ = {**WORKLOADS, **GPU_ONLY}[name]
         if args.quick:
             steps, warmup = 20, 2
+        steps = args.steps or steps
         if args.gpu:
             config = [*config, *GPU_OVERLAYS, *GPU_BIG.get(name, [])]
         if path == "hand":
