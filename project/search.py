@@ -180,12 +180,8 @@ class Search:
             if len(in_play) >= self.args.trials:  # the rest are running elsewhere: wait for them
                 time.sleep(min(self.args.heartbeat, 5.0))
                 continue
-            trial = study.ask(space)  # an enqueued retry comes first, with its own values
-            ahead = [t for t in study.get_trials(deepcopy=False, states=IN_PLAY)
-                     if t.number < trial.number]  # fmt: skip
-            if len(ahead) >= self.args.trials:  # another worker asked at the same moment
-                study.set_trial_user_attr(trial.number, "over_budget", True)
-                study.tell(trial, state=TrialState.FAIL)
+            trial = ask_within_budget(study, space, self.args.trials)
+            if trial is None:
                 continue
             retry_of = trial.user_attrs.get("retry_of")
             run = (
@@ -272,6 +268,22 @@ class Search:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": retry_of})
             print(f"trial {trial.number} stale (no heartbeat for {now - beat:.0f} s): retried",
                   flush=True)  # fmt: skip
+
+
+def ask_within_budget(
+    study: optuna.Study, space: dict[str, Any], budget: int
+) -> optuna.Trial | None:
+    """A new trial (an enqueued retry first, with its own values), or None when trials asked
+    before it already fill the budget: another worker asked at the same moment. That trial is
+    given back unrun, failed and marked `over_budget`, so the study never runs more than asked."""
+    trial = study.ask(space)
+    ahead = [t for t in study.get_trials(deepcopy=False, states=IN_PLAY)
+             if t.number < trial.number]  # fmt: skip
+    if len(ahead) < budget:
+        return trial
+    trial.set_user_attr("over_budget", True)
+    study.tell(trial, state=TrialState.FAIL)
+    return None
 
 
 def heartbeat(

@@ -20,7 +20,9 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from project.search import ask_within_budget
 from project.search import main as search_main
+from project.search_space import read_space
 from project.trial import make_storage
 from tests.callbacks import callback_flag, load_weights
 from tests.conftest import CONFIGS, QUIET, ROOT, cli, service_missing
@@ -143,6 +145,27 @@ def test_bad_input_is_one_line_and_writes_nothing(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and names in err, err
     assert not (workdir / "logs").exists(), "a refused search wrote files"
+
+
+@pytest.mark.parametrize("budget", [1, 3])
+def test_a_trial_asked_when_the_budget_is_full_is_given_back_unrun(
+    budget: int, tmp_path: Path
+) -> None:
+    """Workers that ask at the same moment: the trials asked first fill the budget, a later one
+    is failed and marked, and the study never holds more live trials than the budget."""
+    storage = make_storage(str(tmp_path / "journal.log"))
+    study = optuna.create_study(storage=storage, study_name="race")
+    space = read_space(space_file(tmp_path))
+    asked = [study.ask(space) for _ in range(budget)]  # running in other workers
+    if budget > 1:
+        study.tell(asked[0], 1.0)  # one of them already finished: it still counts
+    assert ask_within_budget(study, space, budget) is None
+    extra = study.trials[-1]
+    assert extra.state == TrialState.FAIL and extra.user_attrs["over_budget"] is True
+    study.tell(asked[-1], state=TrialState.FAIL)  # a failed trial frees its place
+    assert ask_within_budget(study, space, budget) is not None
+    live = [t for t in study.trials if t.state != TrialState.FAIL]
+    assert len(live) == budget
 
 
 # --- slow: real studies ------------------------------------------------------------------------
