@@ -4,6 +4,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
@@ -182,3 +183,12 @@ class StopAtStep(Callback):
     ) -> None:
         if trainer.global_step == self.step:
             trainer.should_stop = True
+
+
+class LogEveryStep(Callback):
+    """Logs `probe/step` on every training batch: Lightning keeps the steps it writes."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        pl_module.log("probe/step", float(trainer.global_step))

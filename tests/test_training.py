@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.callbacks import callback_flag
 from tests.conftest import CONFIGS, QUIET, cli, run_dirs
 
 
@@ -50,3 +51,27 @@ def test_regression_beats_predicting_the_mean(workdir: Path) -> None:
     # the target's variance, what predicting the mean scores, is 0.333
     assert metrics["test/mse"] < 0.01
     assert metrics["test/mae"] < 0.1
+
+
+@pytest.mark.parametrize(
+    ("every", "accumulate", "extra"),
+    [(1, 1, []), (3, 1, []), (4, 2, []), (3, 1, ["--trainer.max_steps", "11"])],
+)
+def test_the_step_loss_is_logged_on_every_step_lightning_writes(
+    every: int, accumulate: int, extra: list[str], workdir: Path
+) -> None:
+    """The model logs `train/loss_step` only on the steps Lightning writes (a `self.log` call
+    is a step's largest template cost); Lightning's own choice, seen through a probe logged on
+    every batch, is the oracle, over epochs, accumulation and a run cut by max_steps."""
+    small = ["--data.init_args.batch_size", "50", "--model.init_args.hidden_size", "8"]
+    cli(
+        "fit", "-c", CONFIGS / "gru.yaml", *small, *QUIET, *extra,
+        "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "7",
+        "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", str(every),
+        "--trainer.accumulate_grad_batches", str(accumulate), *callback_flag("LogEveryStep"),
+    )  # fmt: skip
+    (run,) = run_dirs(workdir, "gru")
+    logged = scalars(run)
+    written = [s.step for s in logged["probe/step"]]
+    assert written, "Lightning wrote no step"
+    assert [s.step for s in logged["train/loss_step"]] == written
