@@ -5,29 +5,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.errors import TrainingDiverged
+from project.run_hparams import run_hparams, tab_values
 from project.trial import trial_hparams
 
 
-def flat_hparams(trainer: Trainer) -> dict[str, Any]:
-    """The model's and data's hyperparameters as the scalar/str values TensorBoard accepts."""
-    params: dict[str, Any] = {}
-
-    def add(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                add(f"{prefix}/{key}" if prefix else str(key), inner)
-        else:
-            params[prefix] = value if isinstance(value, int | float | str | bool) else str(value)
-
-    add("model", dict(trainer.lightning_module.hparams))
+def hparams_of(trainer: Trainer) -> dict[str, Any]:
+    """The run's hyperparameters (`project.run_hparams`): from the `config.yaml` it was started
+    with, or, for a Trainer built without the CLI, the model's and data's own."""
+    config = Path(trainer.log_dir or "") / "config.yaml"
+    if trainer.log_dir and config.is_file():
+        return run_hparams(yaml.safe_load(config.read_text()))
+    hparams = {"model": {k: v for k, v in trainer.lightning_module.hparams.items() if k[0] != "_"}}
     if trainer.datamodule is not None:
-        add("data", dict(trainer.datamodule.hparams))
-    return params | trial_hparams()  # a search trial's study and number
+        hparams["data"] = dict(trainer.datamodule.hparams)
+    return hparams
 
 
 class MetricsFile(Callback):
@@ -65,9 +62,20 @@ class MetricsFile(Callback):
         # TensorBoard keeps the first record of a run, so it is written once, here.
         names = {f"{stage}/{name}" for stage in ("val", "test") for name in pl_module.metric_names}
         names.add(f"val/{pl_module.headline}_best")
-        records = hparams_summary(flat_hparams(trainer), dict.fromkeys(sorted(names), 0.0))
+        hparams = hparams_of(trainer)
+        # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
+        # reads as the run's settings, in the sections of its config
+        path = Path(trainer.logger.log_dir) / "hparams.yaml"
+        path.write_text(yaml.safe_dump(hparams, sort_keys=False))
+        values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
+        experiment, session_start, session_end = hparams_summary(
+            values, dict.fromkeys(sorted(names), 0.0)
+        )
         writer = trainer.logger.experiment
-        for record in records:
+        # The session's values only, not torch's experiment record: without one, TensorBoard
+        # builds the table from all runs and puts first the hyperparameters that differ between
+        # them (with one, it shows its first five by name, the same for every sweep)
+        for record in (session_start, session_end):
             writer.file_writer.add_summary(record)
         writer.flush()
 

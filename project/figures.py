@@ -11,11 +11,67 @@ from torchvision.utils import make_grid
 RIGHT, WRONG, NEUTRAL = (40, 160, 40), (210, 40, 40), (60, 60, 60)
 
 
-def confusion_image(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
-    """A row-normalised confusion matrix as a `(3, H, W)` image: white is 0, dark blue is 1."""
-    rows = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
-    shade = 1 - rows.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    return torch.stack([shade, 0.3 + 0.7 * shade, torch.ones_like(shade)]).clamp(0, 1)
+def confusion_image(matrix: torch.Tensor, names: Sequence[str] | None = None) -> torch.Tensor:
+    """A confusion matrix as a `(3, H, W)` uint8 image a person can read: rows are the true
+    classes, columns the predicted ones, both named; each cell holds its count and its share of
+    the row (the colour, from white at 0% to dark blue at 100%, with a legend); the diagonal is
+    outlined. Past ~25 classes the cells are too small for text and show the colour alone."""
+    counts = matrix.detach().cpu().long()
+    classes = len(counts)
+    names = [str(n) for n in (names if names is not None else range(classes))]
+    names = [n if len(n) <= 12 else n[:11] + "…" for n in names]
+    shares = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    cell = max(12, min(48, 640 // classes))
+    texts = cell >= 30
+    font, small = ImageFont.load_default(size=12), ImageFont.load_default(size=10)
+    label_width = max(font.getbbox(n)[2] for n in names) + 8
+    left, top = 22 + label_width, 40
+    grid = cell * classes
+    width, height = left + grid + 70, top + grid + label_width + 26
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((left, 4), "confusion matrix: count and share of the true class's samples",
+              fill=(0, 0, 0), font=font)  # fmt: skip
+    for row in range(classes):
+        for col in range(classes):
+            share = float(shares[row, col])
+            x, y = left + col * cell, top + row * cell
+            draw.rectangle([x, y, x + cell, y + cell], fill=blue(share), outline=(220, 220, 220))
+            if row == col:
+                draw.rectangle([x + 1, y + 1, x + cell - 1, y + cell - 1], outline=(40, 160, 40))
+            if texts and counts[row, col] > 0:
+                ink = (255, 255, 255) if share > 0.5 else (0, 0, 0)
+                draw.text((x + cell / 2, y + cell / 2 - 6), str(int(counts[row, col])), fill=ink,
+                          font=font, anchor="mm")  # fmt: skip
+                draw.text((x + cell / 2, y + cell / 2 + 8), f"{share:.0%}", fill=ink, font=small,
+                          anchor="mm")  # fmt: skip
+    for index, name in enumerate(names):  # row names at the left, column names below, turned
+        middle = top + index * cell + cell / 2
+        draw.text((left - 4, middle), name, fill=(0, 0, 0), font=font, anchor="rm")
+        label = Image.new("RGB", (label_width, 16), (255, 255, 255))
+        ImageDraw.Draw(label).text((label_width - 4, 8), name, fill=(0, 0, 0), font=font,
+                                   anchor="rm")  # fmt: skip
+        turned = label.rotate(90, expand=True)
+        canvas.paste(turned, (int(left + index * cell + cell / 2 - 8), top + grid + 2))
+    draw.text((left + grid / 2, height - 12), "predicted class", fill=(0, 0, 0), font=font,
+              anchor="mm")  # fmt: skip
+    axis = Image.new("RGB", (grid, 16), (255, 255, 255))
+    ImageDraw.Draw(axis).text((grid / 2, 8), "true class", fill=(0, 0, 0), font=font, anchor="mm")
+    canvas.paste(axis.rotate(90, expand=True), (2, top))
+    # the legend: the colour of each share, 0% at the bottom
+    bar_x = left + grid + 14
+    for y in range(grid):
+        draw.line([bar_x, top + y, bar_x + 14, top + y], fill=blue(1 - y / max(grid - 1, 1)))
+    draw.rectangle([bar_x, top, bar_x + 14, top + grid], outline=(120, 120, 120))
+    for share in (0.0, 0.5, 1.0):
+        y = top + (1 - share) * grid
+        draw.text((bar_x + 18, y), f"{share:.0%}", fill=(0, 0, 0), font=small, anchor="lm")
+    return pil_to_tensor(canvas)
+
+
+def blue(share: float) -> tuple[int, int, int]:
+    """White at 0, dark blue at 1."""
+    return (round(255 - 235 * share), round(255 - 180 * share), round(255 - 100 * share))
 
 
 def prediction_grid(

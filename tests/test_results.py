@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from project.summary import print_run_summary, summary_lines
@@ -154,6 +155,17 @@ def test_tensorboard_serves_curves_hparams_with_metrics_and_images(finished_run:
         }
         assert set(by_model) == {"gru", "small_cnn"}  # one row per run, comparable in one table
         group = by_model["gru"]
+        # the run's settings from its config, by the names a person uses, not LightningCLI's
+        hparams = group["hparams"]
+        assert not [name for name in hparams if "_class_path" in name or "/_" in name]
+        assert hparams["model"] == "SequenceClassifier" and hparams["data"] == "MNIST1DDataModule"
+        assert hparams["optimizer"] == "Adam" and hparams["optimizer/lr"] == 0.01
+        assert hparams["data/batch_size"] == 100 and hparams["trainer/max_epochs"] == 2
+        assert hparams["lr_scheduler"] == "WarmupCosineLR" and hparams["seed"] == 42
+        assert hparams["model/decay_norms_and_biases"] == "true"  # not 1.0000
+        written = yaml.safe_load((finished_run / "hparams.yaml").read_text())
+        assert list(written)[:4] == ["model", "data", "optimizer", "lr_scheduler"]
+        assert written["optimizer"]["class"] == "Adam" and written["optimizer"]["lr"] == 0.01
         metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         final = json.loads((finished_run / "metrics.json").read_text())
         assert metrics["test/acc"] == pytest.approx(final["test/acc"])

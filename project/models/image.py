@@ -365,10 +365,7 @@ class ImageClassifier(SupervisedModule):
             grid = prediction_grid(images, predicted, actual)
         else:
             # names such as CIFAR-10's "cat" or an image folder's, when the data has them
-            names = getattr(self.trainer.datamodule, "classes", None)
-            if names is None or len(names) != self.num_outputs:
-                names = range(self.num_outputs)
-            label = [str(name) for name in names]
+            label = self.class_names()
             guesses = outputs.argmax(-1)
             predicted = [label[k] for k in guesses.tolist()]
             actual = [label[k] for k in targets.tolist()]

@@ -257,9 +257,18 @@ class SupervisedModule(LightningModule):
         if f"{stage}_" not in self.confusion:
             return
         matrix = self.confusion[f"{stage}_"]
-        image = confusion_image(matrix.compute())  # synced across ranks by torchmetrics
+        # synced across ranks by torchmetrics
+        image = confusion_image(matrix.compute(), self.class_names())
         matrix.reset()
         self.log_image(f"{stage}/confusion_matrix", image)
+
+    def class_names(self) -> list[str]:
+        """The data's names of its classes (CIFAR-10's "cat", an image folder's), when it has
+        them as `classes`, else the class numbers."""
+        names = getattr(self.trainer.datamodule, "classes", None)
+        if names is None or len(names) != self.num_outputs:
+            names = range(self.num_outputs)
+        return [str(name) for name in names]
 
     def log_image(self, tag: str, image: torch.Tensor) -> None:
         """Draws a `(3, H, W)` image into TensorBoard at this step (rank 0; other loggers: no)."""
