@@ -15,11 +15,11 @@ from project.run_hparams import run_hparams, tab_values
 from project.trial import trial_hparams
 
 
-def hparams_of(trainer: Trainer) -> dict[str, Any]:
-    """The run's hyperparameters (`project.run_hparams`): from the `config.yaml` it was started
-    with, or, for a Trainer built without the CLI, the model's and data's own."""
-    config = Path(trainer.log_dir or "") / "config.yaml"
-    if trainer.log_dir and config.is_file():
+def hparams_of(trainer: Trainer, log_dir: Path) -> dict[str, Any]:
+    """The run's hyperparameters (`project.run_hparams`): from the `config.yaml` in `log_dir` it
+    was started with, or, for a Trainer built without the CLI, the model's and data's own."""
+    config = log_dir / "config.yaml"
+    if config.is_file():
         return run_hparams(yaml.safe_load(config.read_text()))
     hparams = {"model": {k: v for k, v in trainer.lightning_module.hparams.items() if k[0] != "_"}}
     if trainer.datamodule is not None:
@@ -62,10 +62,13 @@ class MetricsFile(Callback):
         # TensorBoard keeps the first record of a run, so it is written once, here.
         names = {f"{stage}/{name}" for stage in ("val", "test") for name in pl_module.metric_names}
         names.add(f"val/{pl_module.headline}_best")
-        hparams = hparams_of(trainer)
+        # the logger's folder, not `trainer.log_dir`: that is a DDP broadcast, and only rank 0
+        # is here (the other ranks would never answer it)
+        log_dir = Path(trainer.logger.log_dir)
+        hparams = hparams_of(trainer, log_dir)
         # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
         # reads as the run's settings, in the sections of its config
-        path = Path(trainer.logger.log_dir) / "hparams.yaml"
+        path = log_dir / "hparams.yaml"
         path.write_text(yaml.safe_dump(hparams, sort_keys=False))
         values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
         experiment, session_start, session_end = hparams_summary(
