@@ -108,9 +108,16 @@ class Job:
         return {r["JobState"] for r in job_records(self.id)}
 
 
+# Slurm holds a requeued job back for ~2 min so that the credential it revoked expires; a job
+# released within the same second as its requeue is refused by slurmd ("Job credential revoked")
+# and ends FAILED. A few seconds after the requeue the new credential is newer than the revocation.
+RELEASE_AFTER = 3.0
+
+
 def wait_until_done(jobs: list[Job], timeout: float, started: float) -> None:
     """Polls every job until it ended; releases requeued jobs held back by Slurm (~2 min)."""
     pending = list(jobs)
+    held_since: dict[str, float] = {}
     while pending:
         assert time.monotonic() - started < timeout, (
             f"jobs still running: {[j.id for j in pending]}"
@@ -119,9 +126,12 @@ def wait_until_done(jobs: list[Job], timeout: float, started: float) -> None:
             records = job_records(job.id)
             for record in records:
                 if record["JobState"] == "PENDING" and record.get("Reason") == "BeginTime":
-                    subprocess.run(
-                        ["scontrol", "update", f"jobid={record['JobId']}", "StartTime=now"]
-                    )
+                    since = held_since.setdefault(record["JobId"], time.monotonic())
+                    if time.monotonic() - since >= RELEASE_AFTER:
+                        subprocess.run(
+                            ["scontrol", "update", f"jobid={record['JobId']}", "StartTime=now"]
+                        )
+                        del held_since[record["JobId"]]
             if all(r["JobState"] in DONE for r in records):
                 job.seconds = time.monotonic() - started
                 pending.remove(job)
