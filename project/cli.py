@@ -26,7 +26,7 @@ from project.checkpoints import (
 )
 from project.cli_errors import ConciseArgumentParser
 from project.errors import UserError
-from project.launch_checks import check_launch, run_here
+from project.launch_checks import check_launch, default_threads, run_here
 from project.lightning_noise import ignore_lightning_noise
 from project.predictions import PredictionsFile
 from project.provenance import save_provenance
@@ -352,6 +352,7 @@ def main(args: list[str] | None = None) -> None:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     ignore_lightning_noise()
     warnings.formatwarning = one_line_for_ours
+    default_threads()
     try:
         words = sys.argv[1:] if args is None else args
         if words[:1] == ["tune"]:  # Lightning's finders: not a Trainer method LightningCLI runs

@@ -193,3 +193,16 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):  # Linux
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def default_threads() -> None:
+    """One torch thread per process, unless `OMP_NUM_THREADS` says otherwise.
+
+    torch's own default, a thread per core, spins while its threads wait on each other; beside
+    other work on the same cores (a second run, a test suite, a neighbour's job) that collapses:
+    two default GRU runs side by side on 2 cores took 115 s where one thread each took 9 s. One
+    thread costs nothing on the default GRU and is slower only for large CPU models on a machine
+    to oneself (docs/benchmarks.md, `scripts/threads_study.py`): there, set OMP_NUM_THREADS.
+    Slurm jobs get their allocation (scripts/slurm/*.sbatch), search workers their share."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
