@@ -39,8 +39,8 @@ tune: install ## Batch size and learning rate for configs/$(EXP).yaml, as an ove
 finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
 	$(PY) -m project.finetune_demo $(ARGS)
 
-test: install ## The everyday tests (under 3 minutes on 2 cores): all but those marked slow
-	$(PY) -m pytest -q -m "not slow"
+test: install ## The everyday tests (1.5 minutes on 2 cores): all but those marked slow, one worker per core
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 test-slow: install ## The slow tier alone (real Slurm, DDP, kills, whole trainings): CI runs it after `test`
 	$(PY) -m pytest -q -m slow
