@@ -5,7 +5,7 @@
 
 Each cell trains in a fresh process and reports its wall time (process start included). The
 settings: torch's own default (one thread per core, OpenMP's default wait), one thread (the
-template's default, `project.cli.default_threads`), and one thread per core with
+template's default, `project.launch_checks.default_threads`), and one thread per core with
 `OMP_WAIT_POLICY=PASSIVE` (threads sleep instead of spinning while they wait). The loads: none;
 `--busy` processes spinning in Python; a neighbour, the same training started beside it with the
 same setting (two runs of a search, a test suite beside a training).
@@ -19,8 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from project.launch_checks import usable_cores
+
 ROOT = Path(__file__).resolve().parents[1]
-CORES = str(len(os.sched_getaffinity(0)))
+CORES = str(usable_cores())  # torch's own default: a thread for each
 SETTINGS = {
     "torch's default (a thread per core)": {"OMP_NUM_THREADS": CORES},
     "one thread (the template's default)": {"OMP_NUM_THREADS": "1"},
