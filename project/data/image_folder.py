@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 from project.data.augmentation import Policy, check_recipe, recipe_steps
 from project.data.batches import SplitsDataModule
 from project.errors import UserError
-from project.models.supervised import Task
+from project.task import Task
 
 SPLITS = ("train", "val", "test")
 

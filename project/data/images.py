@@ -8,7 +8,7 @@ from project.data.augmentation import Policy, check_recipe, recipe_steps
 from project.data.batches import InMemoryDataModule
 from project.data.sequences import split_off
 from project.errors import UserError
-from project.models.supervised import Task
+from project.task import Task
 
 
 class ImageDataModule(InMemoryDataModule):

@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from project.data.sequences import SequenceDataModule, split_off
 from project.errors import UserError
-from project.models.supervised import Task
+from project.task import Task
 
 EXPECTED = "x (samples, time[, features]), y (samples[, outputs]), optional lengths (samples,)"
 UNLABELLED = "x (samples, time[, features]), optional y and lengths (samples,)"

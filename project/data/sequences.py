@@ -5,7 +5,7 @@ from torch.utils.data import TensorDataset
 
 from project.data.batches import InMemoryDataModule
 from project.errors import UserError
-from project.models.supervised import Task
+from project.task import Task
 
 
 class SequenceDataModule(InMemoryDataModule):

@@ -16,7 +16,8 @@ from torchvision.transforms.v2.functional import to_dtype
 from project.errors import UserError
 from project.figures import prediction_grid
 from project.finetuning import BackboneFreeze, is_batch_norm
-from project.models.supervised import SupervisedModule, Task
+from project.models.supervised import SupervisedModule
+from project.task import Task
 
 SMALL_CNN = "small_cnn"
 WEIGHT_FILE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin"}

@@ -7,7 +7,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from project.models.supervised import SupervisedModule, Task
+from project.models.supervised import SupervisedModule
+from project.task import Task
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

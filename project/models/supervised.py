@@ -26,8 +26,7 @@ from torchmetrics.classification import (
 
 from project.errors import UserError
 from project.figures import confusion_image
-
-Task = Literal["classification", "regression"]
+from project.task import Task
 
 
 def task_metrics(task: Task, num_outputs: int) -> MetricCollection:
