@@ -23,14 +23,6 @@ EARLY_STOPPING = CONFIGS / "trainer" / "early_stopping.yaml"
 # 3500 training samples in batches of 250: 14 optimizer steps per epoch
 TINY = ["--model.init_args.hidden_size", "16", "--data.init_args.batch_size", "250", *QUIET]
 NO_VAL = ["--trainer.limit_val_batches", "0"]
-EXERCISED_BY = {
-    "warmup_cosine": "test_warmup_cosine_ends_with_the_run",
-    "image_augment": "test_image_recipe_trains_with_true_label_metrics",
-}
-
-
-def test_every_recipe_overlay_is_exercised() -> None:
-    assert {p.stem for p in RECIPE.glob("*.yaml")} == set(EXERCISED_BY)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,169 @@
+"""A search's worker (`python -m project.search ... --worker K`): pulls trials from the study
+until the budget is met, runs each as a `python -m project fit` and tells the study its result;
+continues its own trial after a Slurm requeue, and retries trials whose worker stopped beating."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from project.runs import latest_checkpoint, slurm_job
+from project.search_space import flags, read_space
+from project.search_study import FINISHED, IN_PLAY, Search, child_env
+from project.trial import ENV, RESULT, make_storage
+
+
+class SearchWorker(Search):
+    """The study's trials, asked, run and told by one worker process."""
+
+    def work(self, index: int) -> None:
+        study = self.study(worker=index)
+        space = read_space(self.args.space)
+        me = worker_name(index)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker") == me:  # this Slurm task, requeued mid-trial
+                print(f"worker {me}: continuing trial {trial.number}", flush=True)
+                if self.run(study, trial.number, trial.params, Path(trial.user_attrs["run"])):
+                    return
+        while True:
+            self.fail_stale(study)
+            trials = study.get_trials(deepcopy=False)
+            finished = [t for t in trials if t.state in FINISHED]
+            in_play = [t for t in trials if t.state in IN_PLAY]
+            if len(finished) >= self.args.trials:
+                return
+            if len(in_play) >= self.args.trials:  # the rest are running elsewhere: wait for them
+                time.sleep(min(self.args.heartbeat, 5.0))
+                continue
+            trial = ask_within_budget(study, space, self.args.trials)
+            if trial is None:
+                continue
+            retry_of = trial.user_attrs.get("retry_of")
+            run = (
+                Path(study.trials[retry_of].user_attrs["run"])
+                if retry_of is not None
+                else self.folder / f"trial-{trial.number:04d}"
+            )
+            if self.run(study, trial.number, trial.params, run):
+                return
+
+    def run(self, study: optuna.Study, number: int, params: dict[str, Any], run: Path) -> bool:
+        """Runs (or continues) a trial to its end and tells the study; True when the process
+        was interrupted (Slurm requeues this worker, which will continue the trial)."""
+        storage = make_storage(self.storage_url)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(self.name), number
+        )
+        me = worker_name(self.args.worker or 0)
+        for key, value in (("worker", me), ("run", str(run)), ("heartbeat", time.time())):
+            storage.set_trial_user_attr(trial_id, key, value)
+        (run / RESULT).unlink(missing_ok=True)
+        checkpoint = latest_checkpoint(run) if run.is_dir() else None
+        command = [
+            *self.fit_command(),
+            *flags(params),
+            *("--experiment", str(run.parent.relative_to("logs"))),
+            *("--trainer.logger.init_args.version", run.name),
+            *("--trainer.default_root_dir", str(run)),
+            *(["--ckpt_path", str(checkpoint)] if checkpoint else []),
+        ]
+        if slurm_job() is not None:  # every rank a task of this job's step
+            tasks = os.environ.get("SLURM_NTASKS", "1")
+            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command]
+        settings = {"storage": self.storage_url, "study": self.name, "number": number}
+        settings |= self.pruner_settings()
+        env = child_env() | {ENV: json.dumps(settings)}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = self.folder / f"trial-{number:04d}.out"
+        what = f"continuing from {checkpoint}" if checkpoint else "new"
+        print(f"trial {number} ({what}): {json.dumps(params)} -> {run}", flush=True)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=heartbeat, args=(storage, trial_id, self.args.heartbeat, stop)
+        )
+        beat.start()
+        try:
+            with log.open("a") as out:
+                code = subprocess.run(
+                    command, stdout=out, stderr=subprocess.STDOUT, env=env
+                ).returncode
+        finally:
+            stop.set()
+            beat.join()
+        result = json.loads((run / RESULT).read_text()) if (run / RESULT).exists() else None
+        if result is None and code == 0:  # saved and stopped on a signal: to be continued
+            print(f"trial {number} interrupted: it continues when this worker does", flush=True)
+            return True
+        if result is None or (result["value"] is None and not result["pruned"]):
+            storage.set_trial_user_attr(trial_id, "error", tail(log))
+            study.tell(number, state=TrialState.FAIL)
+            print(f"trial {number} failed (exit {code}): see {log}", flush=True)
+        elif result["pruned"]:
+            study.tell(number, state=TrialState.PRUNED)
+            print(f"trial {number} pruned after epoch {result['epochs']}", flush=True)
+        else:
+            storage.set_trial_user_attr(trial_id, "epochs", result["epochs"])
+            study.tell(number, result["value"])
+            print(f"trial {number}: {result['value']:.6g}", flush=True)
+        return False
+
+    def fail_stale(self, study: optuna.Study) -> None:
+        """Running trials whose worker stopped beating (killed, node lost): failed, and the
+        same values enqueued again, to continue from the trial's last checkpoint."""
+        now = time.time()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.user_attrs.get("heartbeat", trial.datetime_start.timestamp())
+            if now - beat < self.args.stale_after:
+                continue
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (RuntimeError, ValueError):  # another worker failed it first
+                continue
+            retry_of = trial.user_attrs.get("retry_of", trial.number)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": retry_of})
+            print(f"trial {trial.number} stale (no heartbeat for {now - beat:.0f} s): retried",
+                  flush=True)  # fmt: skip
+
+
+def ask_within_budget(
+    study: optuna.Study, space: dict[str, Any], budget: int
+) -> optuna.Trial | None:
+    """A new trial (an enqueued retry first, with its own values), or None when trials asked
+    before it already fill the budget: another worker asked at the same moment. That trial is
+    given back unrun, failed and marked `over_budget`, so the study never runs more than asked."""
+    trial = study.ask(space)
+    ahead = [t for t in study.get_trials(deepcopy=False, states=IN_PLAY)
+             if t.number < trial.number]  # fmt: skip
+    if len(ahead) < budget:
+        return trial
+    trial.set_user_attr("over_budget", True)
+    study.tell(trial, state=TrialState.FAIL)
+    return None
+
+
+def heartbeat(
+    storage: optuna.storages.BaseStorage, trial_id: int, every: float, stop: threading.Event
+) -> None:
+    while not stop.wait(every):
+        try:
+            storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+        except Exception:  # noqa: BLE001 (told or failed meanwhile: nothing left to beat for)
+            return
+
+
+def worker_name(index: int) -> str:
+    """Who runs a trial: the Slurm task (the same after a requeue), or this host and process."""
+    job = slurm_job()
+    return f"slurm-{job}" if job else f"{os.uname().nodename}-{os.getpid()}-{index}"
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )
