@@ -1,14 +1,38 @@
 import csv
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 
+import project.data
 from project.data import MNIST1DDataModule, SequenceFileDataModule, SignalFrequencyDataModule
 from project.errors import UserError
-from tests.conftest import CONFIGS, QUIET, cli, cli_process
+from tests.conftest import CONFIGS, QUIET, ROOT, cli, cli_process
+
+LOADER_DEFAULTS = {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
+# all but the synthetic images, which stay on the training device: no loader workers
+LOADED = [name for name in project.data.__all__ if name != "SyntheticImagesDataModule"]
+
+
+@pytest.mark.parametrize("name", LOADED)
+def test_each_datamodule_offers_the_loader_settings_its_base_declares(name: str) -> None:
+    # subclasses pass them on through **kwargs: the CLI must still find them, with their defaults
+    parser = ArgumentParser()
+    parser.add_class_arguments(getattr(project.data, name), "data")
+    defaults = parser.get_defaults().data
+    assert defaults.batch_size > 0
+    assert {key: defaults[key] for key in LOADER_DEFAULTS} == LOADER_DEFAULTS
+
+
+def test_the_data_package_does_not_load_the_models() -> None:
+    code = "import sys, project.data; print([m for m in sys.modules if 'project.models' in m])"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
 
 
 def test_mnist1d_official_split_with_a_fixed_validation_carve() -> None:

@@ -151,7 +151,11 @@ def test_missing_mnist_says_which_files_are_missing(tmp_path: Path) -> None:
 def test_image_folder_split_from_one_folder(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "pets", {"cat": 6, "dog": 4})
     data = ImageFolderDataModule(
-        str(tmp_path / "pets"), image_size=24, val_fraction=0.2, test_fraction=0.2, batch_size=4
+        root=str(tmp_path / "pets"),
+        image_size=24,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        batch_size=4,
     )
     assert (data.num_outputs, data.input_size, data.task) == (2, (3, 24, 24), "classification")
     data.setup()
@@ -167,7 +171,7 @@ def test_image_folder_split_from_one_folder(tmp_path: Path) -> None:
     for image, label in zip(images, labels, strict=True):
         red, green = colours[data.classes[label]]
         assert abs(image[0].float().mean() - red) < 2 and abs(image[1].float().mean() - green) < 2
-    twice = ImageFolderDataModule(str(tmp_path / "pets"), val_fraction=0.2, test_fraction=0.2)
+    twice = ImageFolderDataModule(root=str(tmp_path / "pets"), val_fraction=0.2, test_fraction=0.2)
     twice.setup()
     assert twice.datasets["test"].indices == data.datasets["test"].indices
 
@@ -175,7 +179,7 @@ def test_image_folder_split_from_one_folder(tmp_path: Path) -> None:
 def test_image_folder_with_split_folders(tmp_path: Path) -> None:
     for split, count in (("train", 5), ("test", 2)):
         write_image_folder(tmp_path / split, {"a": count, "b": count, "c": count})
-    data = ImageFolderDataModule(str(tmp_path), image_size=16, val_fraction=0.2)
+    data = ImageFolderDataModule(root=str(tmp_path), image_size=16, val_fraction=0.2)
     assert data.num_outputs == 3
     data.setup()
     assert {split: len(d) for split, d in data.datasets.items()} == {
@@ -207,21 +211,21 @@ def test_predict_labels_a_folder_of_new_images(workdir: Path) -> None:
     assert list(rows[0]) == ["index", "file", "predicted", "prob_0", "prob_1"]
     assert [(r["index"], r["file"]) for r in rows] == [(str(i), f"{i}.png") for i in range(5)]
     with pytest.raises(UserError, match=f"predict folder {workdir} holds no images"):
-        ImageFolderDataModule(str(workdir / "pets"), predict=str(workdir))
+        ImageFolderDataModule(root=str(workdir / "pets"), predict=str(workdir))
 
 
 def test_image_folder_mistakes_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="image folder .* not found"):
-        ImageFolderDataModule(str(tmp_path / "nowhere"))
+        ImageFolderDataModule(root=str(tmp_path / "nowhere"))
     write_image_folder(tmp_path / "train", {"a": 1, "b": 1})
     write_image_folder(tmp_path / "val", {"a": 1, "x": 1})
     with pytest.raises(UserError, match=r"val has classes \['a', 'x'\], train has \['a', 'b'\]"):
-        ImageFolderDataModule(str(tmp_path))
+        ImageFolderDataModule(root=str(tmp_path))
     # the loader settings are checked as for every DataModule (SplitsDataModule)
     with pytest.raises(UserError, match="data.batch_size must be a positive integer, got 0"):
-        ImageFolderDataModule(str(tmp_path / "train"), batch_size=0)
+        ImageFolderDataModule(root=str(tmp_path / "train"), batch_size=0)
     with pytest.raises(UserError, match="data.num_workers must be >= 0, got -1"):
-        ImageFolderDataModule(str(tmp_path / "train"), num_workers=-1)
+        ImageFolderDataModule(root=str(tmp_path / "train"), num_workers=-1)
 
 
 def test_augmentation_is_per_image_and_in_training_only(tmp_path: Path) -> None:

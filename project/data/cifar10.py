@@ -2,6 +2,7 @@
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +11,6 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
-from project.data.augmentation import Policy
 from project.data.images import ImageDataModule, labelled_images
 from project.errors import UserError
 
@@ -59,34 +59,17 @@ class CIFAR10DataModule(ImageDataModule):
 
     def __init__(
         self,
+        *,
         root: str = "data",
         download: bool = False,
-        batch_size: int = 128,
-        augment: bool = True,
-        policy: Policy | None = None,
-        random_erasing: float = 0.0,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
             root: the folder holding `cifar-10-batches-py/` (torchvision's layout).
             download: fetch and extract the archive when missing (needs network).
         """
-        super().__init__(
-            batch_size=batch_size,
-            augment=augment,
-            policy=policy,
-            random_erasing=random_erasing,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-        )
+        super().__init__(**kwargs)
         self.root = root
         self.download = download
         self.num_outputs = 10

@@ -1,12 +1,14 @@
 """scikit-learn's handwritten digits: 1797 images of 8×8 pixels, shipped inside the wheel."""
 
+from typing import Any
+
 import torch
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
-from project.data.augmentation import Policy
-from project.data.images import ImageDataModule, digit_classes, labelled_images, relabelled
-from project.data.sequences import split_off
+from project.data.base import split_off
+from project.data.digit_labels import digit_classes, relabelled
+from project.data.images import ImageDataModule, labelled_images
 from project.errors import UserError
 
 
@@ -18,17 +20,12 @@ class DigitsDataModule(ImageDataModule):
 
     def __init__(
         self,
+        *,
         classes: list[int] | None = None,
         test_fraction: float = 0.2,
         batch_size: int = 64,
-        augment: bool = True,
-        policy: Policy | None = None,
-        random_erasing: float = 0.0,
         val_fraction: float = 0.2,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -36,17 +33,7 @@ class DigitsDataModule(ImageDataModule):
             test_fraction: share of the images held out for testing (the set has no test split);
                 `val_fraction` is then taken from the rest, both with `split_seed`.
         """
-        super().__init__(
-            batch_size=batch_size,
-            augment=augment,
-            policy=policy,
-            random_erasing=random_erasing,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-        )
+        super().__init__(batch_size, val_fraction=val_fraction, **kwargs)
         self.classes = digit_classes(classes)
         if not 0 < test_fraction < 1:
             raise UserError(f"data.test_fraction must be between 0 and 1, got {test_fraction}")

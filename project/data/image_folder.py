@@ -2,6 +2,7 @@
 to label in one folder."""
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
@@ -10,7 +11,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms import v2
 
 from project.data.augmentation import Policy, check_recipe, recipe_steps
-from project.data.batches import SplitsDataModule
+from project.data.base import SplitsDataModule
 from project.errors import UserError
 from project.task import Task
 
@@ -60,6 +61,7 @@ class ImageFolderDataModule(SplitsDataModule):
 
     def __init__(
         self,
+        *,
         root: str,
         image_size: int = 256,
         augment: bool = True,
@@ -70,9 +72,7 @@ class ImageFolderDataModule(SplitsDataModule):
         split_seed: int = 0,
         predict: str | None = None,
         batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -85,7 +85,7 @@ class ImageFolderDataModule(SplitsDataModule):
                 `root` has no such subfolder (a missing `val/` is carved from `train/`).
             predict: a folder of images (no class folders) for `predict`; the test split if unset.
         """
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(batch_size, **kwargs)
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"image folder {root} not found")

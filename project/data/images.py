@@ -1,12 +1,13 @@
 """The base of the in-memory image DataModules: uint8 images `(N, C, H, W)` and class labels."""
 
+from typing import Any
+
 import torch
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
 from project.data.augmentation import Policy, check_recipe, recipe_steps
-from project.data.batches import InMemoryDataModule
-from project.data.sequences import split_off
+from project.data.base import InMemoryDataModule, split_off
 from project.errors import UserError
 from project.task import Task
 
@@ -27,14 +28,13 @@ class ImageDataModule(InMemoryDataModule):
     def __init__(
         self,
         batch_size: int = 128,
+        *,
         augment: bool = True,
         policy: Policy | None = None,
         random_erasing: float = 0.0,
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -45,7 +45,7 @@ class ImageDataModule(InMemoryDataModule):
             val_fraction: share of the training images held out for validation, when the source
                 has no validation split; `split_seed` fixes which.
         """
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(batch_size, **kwargs)
         if not 0 < val_fraction < 1:
             raise UserError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         check_recipe(policy, random_erasing)
@@ -93,18 +93,3 @@ def labelled_images(images: torch.Tensor, labels: torch.Tensor) -> TensorDataset
     if images.dim() == 3:
         images = images.unsqueeze(1)
     return TensorDataset(images.to(torch.uint8).contiguous(), labels.to(torch.int64))
-
-
-def digit_classes(classes: list[int] | None) -> list[int]:
-    """The digits a dataset keeps (all ten by default); labels become 0, 1, … in this order."""
-    kept = list(range(10)) if classes is None else list(classes)
-    if not kept or len(set(kept)) != len(kept) or not set(kept) <= set(range(10)):
-        raise UserError(f"data.classes must be distinct digits 0-9, got {classes}")
-    return kept
-
-
-def relabelled(digits: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """Each digit's position in `classes`, or -1 for a digit not kept."""
-    table = torch.full((10,), -1, dtype=torch.int64)
-    table[classes] = torch.arange(len(classes))
-    return table[digits]

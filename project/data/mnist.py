@@ -3,13 +3,13 @@
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from project.data.augmentation import Policy
 from project.data.images import ImageDataModule, labelled_images
 from project.errors import UserError
 
@@ -46,34 +46,18 @@ class MNISTDataModule(ImageDataModule):
 
     def __init__(
         self,
+        *,
         root: str = "data",
         download: bool = False,
-        batch_size: int = 128,
-        augment: bool = True,
-        policy: Policy | None = None,
-        random_erasing: float = 0.0,
         val_fraction: float = 1 / 12,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
             root: the folder holding `MNIST/raw/` (torchvision's layout).
             download: fetch the files when missing (needs network).
         """
-        super().__init__(
-            batch_size=batch_size,
-            augment=augment,
-            policy=policy,
-            random_erasing=random_erasing,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-        )
+        super().__init__(val_fraction=val_fraction, **kwargs)
         self.root = root
         self.download = download
         self.num_outputs = 10

@@ -1,9 +1,12 @@
 """MNIST-1D (Greydanus & Kobak, 2020): 10 classes of length-40 signals, generated offline."""
 
+from typing import Any
+
 import torch
 from torch.utils.data import TensorDataset
 
-from project.data.sequences import SequenceDataModule, split_off
+from project.data.base import split_off
+from project.data.sequences import SequenceDataModule
 
 
 def mnist1d_arrays() -> dict:
@@ -23,21 +26,13 @@ class MNIST1DDataModule(SequenceDataModule):
     input_size = 1
     num_outputs = 10
 
-    def __init__(
-        self,
-        val_size: int = 500,
-        split_seed: int = 0,
-        batch_size: int = 100,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-    ) -> None:
+    def __init__(self, *, val_size: int = 500, split_seed: int = 0, **kwargs: Any) -> None:
         """
         Args:
             val_size: samples held out of the 4000 training samples for validation.
             split_seed: seed of that split; fixed so every run validates on the same samples.
         """
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(**kwargs)
         self.val_size = val_size
         self.split_seed = split_seed
 

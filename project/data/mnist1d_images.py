@@ -5,11 +5,13 @@ noisy), so a network's learned features matter: the fine-tuning demo pretrains o
 transfers to 5-9, where a frozen pretrained backbone clearly beats a frozen random one.
 """
 
+from typing import Any
+
 import torch
 from torch.utils.data import TensorDataset
 
-from project.data.augmentation import Policy
-from project.data.images import ImageDataModule, digit_classes, labelled_images, relabelled
+from project.data.digit_labels import digit_classes, relabelled
+from project.data.images import ImageDataModule, labelled_images
 from project.data.mnist1d import mnist1d_arrays
 
 AMPLITUDE = 4.0  # the plot's vertical range is ±4: 99.9% of MNIST-1D's values lie within ±3.7
@@ -35,17 +37,13 @@ class MNIST1DImagesDataModule(ImageDataModule):
 
     def __init__(
         self,
+        *,
         classes: list[int] | None = None,
         image_size: int = 32,
         batch_size: int = 64,
         augment: bool = False,
-        policy: Policy | None = None,
-        random_erasing: float = 0.0,
         val_fraction: float = 0.125,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -54,17 +52,7 @@ class MNIST1DImagesDataModule(ImageDataModule):
             augment: no augmentation exists for plots (MNIST-1D's own shifts and noise are in
                 the data); the option is here for the common signature.
         """
-        super().__init__(
-            batch_size=batch_size,
-            augment=augment,
-            policy=policy,
-            random_erasing=random_erasing,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-        )
+        super().__init__(batch_size, augment=augment, val_fraction=val_fraction, **kwargs)
         self.classes = digit_classes(classes)
         self.image_size = image_size
         self.num_outputs = len(self.classes)

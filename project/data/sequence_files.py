@@ -8,13 +8,15 @@ leave out `y`: new samples to label.
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import TensorDataset
 
-from project.data.sequences import SequenceDataModule, split_off
+from project.data.base import split_off
+from project.data.sequences import SequenceDataModule
 from project.errors import UserError
 from project.task import Task
 
@@ -120,6 +122,7 @@ class SequenceFileDataModule(SequenceDataModule):
 
     def __init__(
         self,
+        *,
         train: str,
         val: str | None = None,
         test: str | None = None,
@@ -128,10 +131,7 @@ class SequenceFileDataModule(SequenceDataModule):
         num_classes: int | None = None,
         val_size: float = 0.1,
         split_seed: int = 0,
-        batch_size: int = 100,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -140,7 +140,7 @@ class SequenceFileDataModule(SequenceDataModule):
             num_classes: for classification; inferred as `max(y) + 1` over all files if unset.
             val_size: fraction of `train` held out for validation when `val` is not given.
         """
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(**kwargs)
         self.task = task
         # read now: the model's input size and output count depend on the files
         files = {"train": train, "val": val, "test": test, "predict": predict}

@@ -5,6 +5,8 @@ padded and carry lengths); the target is `10·f`, the number of cycles per 10 st
 the mean scores an MSE equal to the target variance, `(2.5 - 0.5)² / 12 ≈ 0.333`.
 """
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -41,6 +43,7 @@ class SignalFrequencyDataModule(SequenceDataModule):
 
     def __init__(
         self,
+        *,
         num_train: int = 4000,
         num_val: int = 500,
         num_test: int = 1000,
@@ -48,10 +51,7 @@ class SignalFrequencyDataModule(SequenceDataModule):
         max_length: int = 60,
         noise: float = 0.3,
         seed: int = 0,
-        batch_size: int = 100,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -59,7 +59,7 @@ class SignalFrequencyDataModule(SequenceDataModule):
             noise: standard deviation of the Gaussian noise added to each step.
             seed: the data's seed; each split uses its own stream derived from it.
         """
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(**kwargs)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.shape = (min_length, max_length, noise)
         self.seed = seed

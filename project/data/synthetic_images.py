@@ -17,6 +17,7 @@ class SyntheticImagesDataModule(ImageDataModule):
 
     def __init__(
         self,
+        *,
         num_samples: int = 2560,
         image_size: int = 224,
         channels: int = 3,
