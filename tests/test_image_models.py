@@ -52,7 +52,7 @@ def test_forward_and_backward_reach_every_parameter(
 ) -> None:
     model = ImageClassifier(4, input_size, backbone=backbone, image_size=image_size).train()
     images = torch.randint(0, 256, (2, *input_size), dtype=torch.uint8)
-    outputs = model(images)  # vgg11_bn and small_cnn: the logits; inception_v3 adds aux ones
+    outputs = model(images)  # a tuple for a network with auxiliary outputs (Inception)
     logits, *aux_outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     assert logits.shape == (2, 4)
     (logits.sum() + sum(out.sum() for out in aux_outputs)).backward()
