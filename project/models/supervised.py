@@ -21,7 +21,7 @@ from project.task import Task
 class SupervisedModule(LightningModule):
     """Trains `self.net` on `(inputs, targets)` or `(inputs, targets, lengths)` batches.
 
-    Subclasses build `self.net` and may override `forward` and `parameter_groups`.
+    Subclasses build `self.net` and may override `forward`, `loss` and `parameter_groups`.
     The optimizer and scheduler come from the config's top-level `optimizer:` and
     `lr_scheduler:` keys, which the CLI links here so that models can build parameter groups.
     """
