@@ -2,7 +2,6 @@
 writes checkpoints so that a kill mid-write never costs the previous one."""
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.errors import UserError
+from project.weights import load_weights_only
 
 # values Lightning resolves itself (`fit --ckpt_path last` and friends)
 LIGHTNING_KEYWORDS = {"last", "best", "hpc", "registry"}
@@ -24,18 +24,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UserError(f"checkpoint {path} is a directory, not a checkpoint file (name a .ckpt)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    try:
-        # weights only: a checkpoint that needs code to unpickle never runs it
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):  # the file names a class or function to call
-            raise UserError(
-                f"checkpoint {path} needs code to unpickle, refused: only files that hold "
-                "tensors and plain values are loaded"
-            ) from None
-        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint") from None
-    except (RuntimeError, EOFError, OSError, ValueError):
-        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint") from None
+    checkpoint = load_weights_only(path, "checkpoint")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"{path} is not a Lightning checkpoint (no state_dict inside)")
     return checkpoint

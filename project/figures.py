@@ -1,14 +1,100 @@
-"""Pictures drawn into TensorBoard: the confusion matrix and a grid of sample predictions."""
+"""Pictures drawn into TensorBoard: the confusion matrix and a grid of sample predictions, and
+the callback that draws them during a run."""
 
 from collections.abc import Sequence
 
 import torch
+from lightning import Callback, LightningModule, Trainer
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import pil_to_tensor, resize, to_dtype, to_pil_image
 from torchvision.utils import make_grid
 
 RIGHT, WRONG, NEUTRAL = (40, 160, 40), (210, 40, 40), (60, 60, 60)
+SAMPLES_SHOWN = 16  # images in TensorBoard's `val/predictions` and `test/predictions` grids
+
+
+class TensorBoardFigures(Callback):
+    """Draws a model's pictures into TensorBoard at the end of each validation and test: the
+    confusion matrix the model accumulated in `confusion` (classification), and with
+    `predictions` the split's first images with their predicted and true labels (the same images
+    at every validation, so a run's grids show what it learned when). The models of this
+    template return it from `configure_callbacks`."""
+
+    def __init__(self, predictions: bool = False) -> None:
+        self.predictions = predictions
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: tuple,
+        batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if self.predictions and batch_idx == 0 and not trainer.sanity_checking:
+            draw_predictions(trainer, pl_module, batch, "val")
+
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: tuple,
+        batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if self.predictions and batch_idx == 0:
+            draw_predictions(trainer, pl_module, batch, "test")
+
+    # Lightning calls these before the model's own hooks, which log the epoch's metrics (and,
+    # while sanity checking, reset the confusion matrix undrawn)
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            draw_confusion(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        draw_confusion(trainer, pl_module, "test")
+
+
+def draw_confusion(trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    if f"{stage}_" not in pl_module.confusion:
+        return
+    matrix = pl_module.confusion[f"{stage}_"]
+    # synced across ranks by torchmetrics
+    image = confusion_image(matrix.compute(), class_names(trainer, pl_module.num_outputs))
+    matrix.reset()
+    log_image(trainer, f"{stage}/confusion_matrix", image)
+
+
+def draw_predictions(
+    trainer: Trainer, pl_module: LightningModule, batch: tuple[torch.Tensor, ...], stage: str
+) -> None:
+    if not trainer.is_global_zero:
+        return
+    images, targets = batch[0][:SAMPLES_SHOWN], batch[1][:SAMPLES_SHOWN]
+    with torch.no_grad():
+        outputs = pl_module(images)
+    if pl_module.task == "regression":
+        values = outputs.reshape(targets.shape).float().tolist(), targets.float().tolist()
+        predicted, actual = ([f"{value:.3g}" for value in side] for side in values)
+        grid = prediction_grid(images, predicted, actual)
+    else:
+        label = class_names(trainer, pl_module.num_outputs)
+        guesses = outputs.argmax(-1)
+        predicted = [label[k] for k in guesses.tolist()]
+        actual = [label[k] for k in targets.tolist()]
+        grid = prediction_grid(images, predicted, actual, (guesses == targets).tolist())
+    log_image(trainer, f"{stage}/predictions", grid)
+
+
+def class_names(trainer: Trainer, count: int) -> list[str]:
+    """The data's names of its classes (CIFAR-10's "cat", an image folder's), when it has
+    them as `classes`, else the class numbers."""
+    names = getattr(trainer.datamodule, "classes", None)
+    if names is None or len(names) != count:
+        names = range(count)
+    return [str(name) for name in names]
+
+
+def log_image(trainer: Trainer, tag: str, image: torch.Tensor) -> None:
+    """Draws a `(3, H, W)` image into TensorBoard at this step (rank 0; other loggers: no)."""
+    experiment = getattr(trainer.logger, "experiment", None)
+    if trainer.is_global_zero and hasattr(experiment, "add_image"):
+        at_step = getattr(trainer.logger, "at_step", None)  # project.loggers.TensorBoardLogger
+        step = at_step(trainer.global_step) if at_step else trainer.global_step
+        experiment.add_image(tag, image, step)
 
 
 def confusion_image(matrix: torch.Tensor, names: Sequence[str] | None = None) -> torch.Tensor:

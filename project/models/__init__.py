@@ -1,4 +1,5 @@
-from project.models.image import ImageClassifier, SmallCNN
+from project.models.backbones import SmallCNN
+from project.models.image import ImageClassifier
 from project.models.sequence import RecurrentNet, SequenceClassifier
 
 __all__ = ["ImageClassifier", "RecurrentNet", "SequenceClassifier", "SmallCNN"]

@@ -1,197 +1,21 @@
 """Image classifiers: a torchvision classification backbone (or a small CNN) fine-tuned by name."""
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Literal
 
 import torch
-import torchvision
 from lightning import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchvision.models import WeightsEnum, get_model, get_model_weights, list_models
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
 from project.errors import UserError
-from project.figures import prediction_grid
+from project.figures import TensorBoardFigures
 from project.finetuning import BackboneFreeze, is_batch_norm
+from project.models.backbones import SMALL_CNN, build_network, head_keys, load_backbone
 from project.models.supervised import SupervisedModule
 from project.task import Task
-
-SMALL_CNN = "small_cnn"
-WEIGHT_FILE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin"}
-SAMPLES_SHOWN = 16  # images in TensorBoard's `val/predictions` and `test/predictions` grids
-
-
-class SmallCNN(nn.Module):
-    """Conv2d → ReLU → MaxPool2d → Dropout → Linear: the from-scratch baseline."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 1,
-        image_size: tuple[int, int] = (8, 8),
-        channels: int = 32,
-        dropout: float = 0.25,
-    ) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Dropout(dropout),
-            nn.Flatten(),
-        )
-        height, width = image_size
-        self.head = nn.Linear(channels * (height // 2) * (width // 2), num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def torchvision_backbones() -> list[str]:
-    """The classification models torchvision builds by name: resnet18, vgg16_bn, inception_v3, …"""
-    return list_models(module=torchvision.models)
-
-
-def build_network(
-    backbone: str, num_classes: int, input_size: tuple[int, int, int], pretrained: bool
-) -> nn.Module:
-    """The network with a fresh `num_classes` head, its other weights randomly initialised."""
-    if backbone == SMALL_CNN:
-        return SmallCNN(num_classes, input_size[0], input_size[1:])
-    if backbone not in torchvision_backbones():
-        raise UserError(
-            f"unknown backbone {backbone!r}: use {SMALL_CNN} or a torchvision classification model"
-            " such as resnet18, resnet50, vgg16, vgg16_bn, inception_v3"
-            " (all names: torchvision.models.list_models(module=torchvision.models))"
-        )
-    options = {}
-    if backbone in ("inception_v3", "googlenet"):
-        # what torchvision's own builders set with pretrained weights: the ported Google weights
-        # expect inputs in [-1, 1], so `transform_input` maps ImageNet-normalised inputs there
-        options = {"init_weights": True, "aux_logits": True, "transform_input": pretrained}
-    return get_model(backbone, weights=None, num_classes=num_classes, **options)
-
-
-def head_keys(build: Callable[[int], nn.Module]) -> set[str]:
-    """The state_dict keys of the classification head(s): those whose shape follows num_classes.
-
-    Building the network twice on the meta device (no memory, no init cost) finds them for any
-    family: `fc` for ResNets, `classifier.6` for VGGs, `fc` and `AuxLogits.fc` for Inception v3.
-    """
-    with torch.device("meta"):
-        two, three = build(2).state_dict(), build(3).state_dict()
-    return {key for key, value in two.items() if value.shape != three[key].shape}
-
-
-def torchvision_weights(backbone: str, name: str) -> WeightsEnum:
-    """`DEFAULT`, `IMAGENET1K_V1`, … (or `ResNet18_Weights.IMAGENET1K_V1`) for this backbone."""
-    if backbone not in torchvision_backbones():
-        raise UserError(f"{backbone} has no torchvision weights: weights must be a file or null")
-    available = get_model_weights(backbone)
-    name = name.rsplit(".", 1)[-1]
-    if name == "DEFAULT":
-        return available.DEFAULT
-    if name not in available.__members__:
-        choices = ", ".join(["DEFAULT", *available.__members__])
-        raise UserError(
-            f"{backbone} has no weights {name!r}: use one of {choices}, a file path or null"
-        )
-    return available[name]
-
-
-def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from a plain weights file or from one of this template's checkpoints.
-
-    `weights_only=True` lets torch.load build tensors and plain containers only: a file whose
-    unpickling would call anything else is refused before any of its code runs.
-    """
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError, EOFError, RuntimeError from a zip reader, …
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        code = [line for line in lines if "GLOBAL" in line]  # "…unsupported GLOBAL posix.system…"
-        if code:
-            raise UserError(
-                f"weights file {path} was refused: loading it would run code ({code[0]});"
-                " save plain tensors with torch.save(model.state_dict(), path)"
-            ) from None
-        # torch's long explanation comes first; the reason ("Unsupported operand 110") last
-        reason = next((line for line in lines if line.startswith("Unsupported")), None)
-        reason = reason or (lines[0][:120] if lines else type(error).__name__)
-        raise UserError(f"weights file {path} is not a PyTorch weights file ({reason})") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]  # a Lightning checkpoint
-    if not isinstance(loaded, dict) or not all(
-        isinstance(value, torch.Tensor) for value in loaded.values()
-    ):
-        raise UserError(
-            f"weights file {path} holds neither a state_dict nor a Lightning checkpoint"
-        )
-    if any(key.startswith("net.") for key in loaded):
-        # a LightningModule's state (this template's checkpoints): the network sits under `net.`
-        loaded = {k.removeprefix("net."): v for k, v in loaded.items() if k.startswith("net.")}
-    return loaded
-
-
-def weights_source(weights: str, backbone: str) -> Path | WeightsEnum:
-    """A local file when `weights` names one, else the backbone's torchvision weights."""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path
-    if "/" in weights or path.suffix in WEIGHT_FILE_SUFFIXES:
-        raise UserError(f"weights file {weights} not found")
-    return torchvision_weights(backbone, weights)
-
-
-def read_state(source: Path | WeightsEnum) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file, or of torchvision weights (downloaded once, then cached)."""
-    if isinstance(source, Path):
-        return read_weights_file(source)
-    try:
-        return source.get_state_dict(progress=False, check_hash=True)
-    except OSError as error:  # no network: urllib's URLError is an OSError
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(source.url).name
-        reason = " ".join(str(error).split())
-        raise UserError(
-            f"could not download {source} ({reason}): without network, fetch {source.url}"
-            f" elsewhere and put it at {cache}, or pass its path as weights"
-        ) from None
-
-
-def few(keys: Iterable[str], shown: int = 3) -> str:
-    keys = sorted(keys)
-    more = f", … ({len(keys)} in all)" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
-
-
-def load_backbone(
-    net: nn.Module, state: dict[str, torch.Tensor], head: set[str], source: str
-) -> None:
-    """Copies every non-head tensor of `state` into `net`; the head stays freshly initialised."""
-    own = net.state_dict()
-    given = {key: value for key, value in state.items() if key not in head}
-    problems = []
-    wrong = [
-        f"{key} {tuple(value.shape)} where the model has {tuple(own[key].shape)}"
-        for key, value in sorted(given.items())
-        if key in own and value.shape != own[key].shape
-    ]
-    if wrong:
-        problems.append(f"wrong shapes: {few(wrong, 2)}")
-    # files saved before BatchNorm counted its batches lack `num_batches_tracked`, a counter
-    # that only matters for momentum=None; torchvision's own ImageNet files are such files
-    missing = {k for k in own.keys() - given.keys() - head if not k.endswith("num_batches_tracked")}
-    unexpected = given.keys() - own.keys()
-    if missing:
-        problems.append(f"missing: {few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected: {few(unexpected)}")
-    if problems:
-        raise UserError(f"weights {source} do not fit this backbone: {'; '.join(problems)}")
-    net.load_state_dict(given, strict=False)
+from project.weights import preprocessing, read_state, weights_source
 
 
 class ImageClassifier(SupervisedModule):
@@ -281,7 +105,6 @@ class ImageClassifier(SupervisedModule):
         self.unfreeze_at_epoch, self.bn_eval = unfreeze_at_epoch, bn_eval
         self.backbone_lr_factor = backbone_lr_factor
         self.aux_loss_weight = aux_loss_weight
-        self.aux_outputs: list[torch.Tensor] = []
         mixers = [
             mixer(alpha=alpha, num_classes=num_outputs)
             for mixer, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
@@ -306,26 +129,20 @@ class ImageClassifier(SupervisedModule):
         self.channels = channels if backbone == SMALL_CNN else 3
         self.preprocess: nn.Module | None = None
         if backbone != SMALL_CNN:
-            default = get_model_weights(backbone).DEFAULT
-            reference = source if isinstance(source, WeightsEnum) else default
-            sizes = {"crop_size": image_size, "resize_size": image_size} if image_size else {}
-            self.preprocess = reference.transforms(**sizes)
+            self.preprocess = preprocessing(backbone, source, image_size)
         elif image_size:
             self.preprocess = v2.Resize(size)
         # a batch for the model summary and for export
         self.example_input_array = torch.zeros(2, *input_size)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         x = to_dtype(images, torch.float32, scale=True)
         if x.shape[1] != self.channels:  # grey images for a backbone that wants 3 channels
             x = x.expand(-1, self.channels, -1, -1)
         if self.preprocess is not None:
             x = self.preprocess(x)
-        outputs = self.net(x)
-        self.aux_outputs = []
-        if isinstance(outputs, tuple):  # Inception / GoogLeNet in training: (logits, aux, …)
-            outputs, *self.aux_outputs = outputs
-        return outputs
+        # Inception and GoogLeNet in training: (logits, auxiliary logits…), which `loss` takes
+        return self.net(x)
 
     def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mixer is None:
@@ -333,45 +150,15 @@ class ImageClassifier(SupervisedModule):
         # floats first: blending uint8 images would round every pixel
         return self.mixer(to_dtype(images, torch.float32, scale=True), targets)
 
-    def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        main_loss = super().loss_fn
-        loss = main_loss(outputs, targets)
-        if self.aux_outputs:  # auxiliary classifiers count in training only, as in the paper
-            aux = sum(main_loss(output, targets) for output in self.aux_outputs)
-            self.log("train/aux_loss", aux, on_step=False, on_epoch=True)
-            loss = loss + self.aux_loss_weight * aux
-        return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        if batch_idx == 0 and not self.trainer.sanity_checking:
-            self.draw_predictions(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        super().test_step(batch, batch_idx)
-        if batch_idx == 0:
-            self.draw_predictions(batch, "test")
-
-    def draw_predictions(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
-        """The first images of the split with their predicted and true labels, into TensorBoard:
-        the same images at every validation, so a run's grids show what it learned when."""
-        if not self.trainer.is_global_zero:
-            return
-        images, targets = batch[0][:SAMPLES_SHOWN], batch[1][:SAMPLES_SHOWN]
-        with torch.no_grad():
-            outputs = self(images)
-        if self.task == "regression":
-            values = outputs.reshape(targets.shape).float().tolist(), targets.float().tolist()
-            predicted, actual = ([f"{value:.3g}" for value in side] for side in values)
-            grid = prediction_grid(images, predicted, actual)
-        else:
-            # names such as CIFAR-10's "cat" or an image folder's, when the data has them
-            label = self.class_names()
-            guesses = outputs.argmax(-1)
-            predicted = [label[k] for k in guesses.tolist()]
-            actual = [label[k] for k in targets.tolist()]
-            grid = prediction_grid(images, predicted, actual, (guesses == targets).tolist())
-        self.log_image(f"{stage}/predictions", grid)
+    def loss(self, outputs: torch.Tensor | tuple, targets: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, tuple):
+            return self.loss_fn(outputs, targets)
+        # auxiliary classifiers count in training only (the network returns them then alone),
+        # as in the paper
+        outputs, *aux_outputs = outputs
+        aux = sum(self.loss_fn(output, targets) for output in aux_outputs)
+        self.log("train/aux_loss", aux, on_step=False, on_epoch=True)
+        return self.loss_fn(outputs, targets) + self.aux_loss_weight * aux
 
     def is_head(self, name: str) -> bool:
         """Whether a parameter or buffer of `net` belongs to the classification head."""
@@ -401,6 +188,9 @@ class ImageClassifier(SupervisedModule):
         return groups
 
     def configure_callbacks(self) -> list[Callback]:
-        if not self.freeze_backbone:
-            return []
-        return [BackboneFreeze(self.unfreeze_at_epoch, self.backbone_lr_factor, self.bn_eval)]
+        callbacks: list[Callback] = [TensorBoardFigures(predictions=True)]
+        if self.freeze_backbone:
+            callbacks.append(
+                BackboneFreeze(self.unfreeze_at_epoch, self.backbone_lr_factor, self.bn_eval)
+            )
+        return callbacks

@@ -1,101 +1,27 @@
 """What every model of this template shares: loss, metrics, logging and the optimizer."""
 
 import copy
-import math
 from collections.abc import Iterable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import (
-    MaxMetric,
-    MeanAbsoluteError,
-    MeanSquaredError,
-    Metric,
-    MetricCollection,
-    MinMetric,
-)
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics import MaxMetric, MetricCollection, MinMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from project.errors import UserError
-from project.figures import confusion_image
+from project.figures import TensorBoardFigures
+from project.models import optimizers
+from project.models.metrics import LossMean, balanced_weights, check_loss_options, task_metrics
 from project.task import Task
-
-
-def task_metrics(task: Task, num_outputs: int) -> MetricCollection:
-    if task == "classification":
-        return MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_outputs, average="micro"),
-                "f1_weighted": MulticlassF1Score(num_outputs, average="weighted"),
-                "f1_macro": MulticlassF1Score(num_outputs, average="macro"),
-            }
-        )
-    return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
-
-
-def check_loss_options(
-    task: Task, num_outputs: int, label_smoothing: float, class_weights: object
-) -> None:
-    if not 0.0 <= label_smoothing < 1.0:
-        raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
-    if task == "regression" and (label_smoothing or class_weights is not None):
-        raise UserError("model.label_smoothing and model.class_weights are for classification")
-    if isinstance(class_weights, list) and (
-        len(class_weights) != num_outputs or min(class_weights) <= 0
-    ):
-        raise UserError(
-            f"model.class_weights must be {num_outputs} positive numbers (one per class) or "
-            f"balanced, got {class_weights}"
-        )
-
-
-def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """scikit-learn's "balanced" weights: samples / (classes × samples of the class), so each
-    class weighs as much in the loss as if the classes were equally common."""
-    counts = torch.bincount(labels.long().flatten(), minlength=num_classes).float()
-    if (counts == 0).any():
-        missing = (counts == 0).nonzero().flatten().tolist()
-        raise UserError(f"model.class_weights balanced: no training sample of class {missing}")
-    return len(labels) / (num_classes * counts)
-
-
-class LossMean(Metric):
-    """An epoch's loss from its batches' mean losses: Σ weight·loss / Σ weight, where a batch's
-    weight is what its mean was taken over (its samples, or their class weights). Under DDP the
-    ranks' sums are added, so the value equals one process's over the same samples, whatever
-    the batch sizes and however unevenly the ranks share them; `self.log(sync_dist=True)`
-    averages the ranks' means instead. (torchmetrics' `MeanMetric` would do, but with
-    `nan_strategy="disable"`, needed so a NaN loss reaches StopOnNonFiniteLoss without a host
-    sync per step, torchmetrics 1.9 ignores its weights.)"""
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        # float32: float64 has no kernels on Apple's MPS devices
-        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
-
-    def update(self, loss: torch.Tensor, weight: torch.Tensor | int) -> None:
-        self.total += loss.float() * weight
-        self.weight += weight
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.weight
 
 
 class SupervisedModule(LightningModule):
     """Trains `self.net` on `(inputs, targets)` or `(inputs, targets, lengths)` batches.
 
-    Subclasses build `self.net` and may override `forward` and `parameter_groups`.
+    Subclasses build `self.net` and may override `forward`, `loss` and `parameter_groups`.
     The optimizer and scheduler come from the config's top-level `optimizer:` and
     `lr_scheduler:` keys, which the CLI links here so that models can build parameter groups.
     """
@@ -150,12 +76,9 @@ class SupervisedModule(LightningModule):
         # the epoch's loss as a metric too, exact over samples and ranks (see `LossMean`)
         self.stage_losses = nn.ModuleDict({s: LossMean() for s in ("train_", "val_", "test_")})
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
-        # drawn into TensorBoard at the end of each validation and test (classification only)
-        self.confusion = nn.ModuleDict(
-            {s: MulticlassConfusionMatrix(num_outputs) for s in ("val_", "test_")}
-            if task == "classification"
-            else {}
-        )
+        # drawn at the end of each validation and test by project.figures.TensorBoardFigures
+        stages = ("val_", "test_") if task == "classification" else ()
+        self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(num_outputs) for s in stages})
 
     def __deepcopy__(self, memo: dict) -> "SupervisedModule":
         """A copy (Lightning's EMA callback makes one) shares the Trainer and the optimizer and
@@ -194,11 +117,17 @@ class SupervisedModule(LightningModule):
         return self.class_weight[targets].sum()
 
     def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of one prediction: cross-entropy, or for regression the squared error."""
         if self.task == "classification":
             return F.cross_entropy(
                 outputs, targets, weight=self.class_weight, label_smoothing=self.label_smoothing
             )
-        return F.mse_loss(outputs, targets)
+        return F.mse_loss(outputs.reshape(targets.shape), targets.to(outputs.dtype))
+
+    def loss(self, outputs: torch.Tensor | tuple, targets: torch.Tensor) -> torch.Tensor:
+        """The batch's loss from what `forward` returned. With auxiliary outputs (Inception in
+        training) that is a tuple, prediction first: the model adds their losses here."""
+        return self.loss_fn(outputs, targets)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         # under "16-true", "bf16-true" or "64-true" the weights change dtype but the data does
@@ -214,10 +143,12 @@ class SupervisedModule(LightningModule):
         if stage == "train":
             inputs, loss_targets = self.mix(inputs, targets)
         outputs = self(inputs, *lengths)
+        loss = self.loss(outputs, loss_targets)
+        if isinstance(outputs, tuple):  # the prediction, then auxiliary outputs (`loss`)
+            outputs = outputs[0]
         if self.task == "regression":
             outputs = outputs.reshape(targets.shape)
-            targets = loss_targets = targets.to(outputs.dtype)
-        loss = self.loss_fn(outputs, loss_targets)
+            targets = targets.to(outputs.dtype)
         # the metrics are logged once, at the epoch's end (`log_epoch_metrics`): each `self.log`
         # call costs Lightning ~0.2 ms, as much as a small model's whole step
         self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
@@ -252,31 +183,6 @@ class SupervisedModule(LightningModule):
         name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         self.log(name, self.stage_losses[f"{stage}_"], prog_bar=stage != "train")
 
-    def draw_confusion(self, stage: str) -> None:
-        if f"{stage}_" not in self.confusion:
-            return
-        matrix = self.confusion[f"{stage}_"]
-        # synced across ranks by torchmetrics
-        image = confusion_image(matrix.compute(), self.class_names())
-        matrix.reset()
-        self.log_image(f"{stage}/confusion_matrix", image)
-
-    def class_names(self) -> list[str]:
-        """The data's names of its classes (CIFAR-10's "cat", an image folder's), when it has
-        them as `classes`, else the class numbers."""
-        names = getattr(self.trainer.datamodule, "classes", None)
-        if names is None or len(names) != self.num_outputs:
-            names = range(self.num_outputs)
-        return [str(name) for name in names]
-
-    def log_image(self, tag: str, image: torch.Tensor) -> None:
-        """Draws a `(3, H, W)` image into TensorBoard at this step (rank 0; other loggers: no)."""
-        experiment = getattr(self.logger, "experiment", None)
-        if self.trainer.is_global_zero and hasattr(experiment, "add_image"):
-            at_step = getattr(self.logger, "at_step", None)  # project.loggers.TensorBoardLogger
-            step = at_step(self.global_step) if at_step else self.global_step
-            experiment.add_image(tag, image, step)
-
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
 
@@ -296,7 +202,6 @@ class SupervisedModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch_metrics("test")
-        self.draw_confusion("test")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -305,7 +210,6 @@ class SupervisedModule(LightningModule):
                 metric.reset()
             return
         self.log_epoch_metrics("val")
-        self.draw_confusion("val")
         # `compute()` on the epoch metric is already synced across ranks by torchmetrics
         self.best_val.update(self.stage_metrics["val_"][self.headline].compute())
         self.log(f"val/{self.headline}_best", self.best_val.compute(), prog_bar=True)
@@ -333,61 +237,14 @@ class SupervisedModule(LightningModule):
     def decay_groups(self, groups: list[dict]) -> list[dict]:
         """The optimizer's groups as `decay_norms_and_biases` wants them (also for groups added
         during training, such as an unfrozen backbone's)."""
-        return groups if self.decay_norms_and_biases else without_decay_on_norms_and_biases(groups)
+        return groups if self.decay_norms_and_biases else optimizers.spare_norms_and_biases(groups)
 
     def on_train_start(self) -> None:
-        # A schedule whose length is the run's (project.schedules) is sized here, not in
-        # configure_optimizers: reading `estimated_stepping_batches` there builds the train loader
-        # before Lightning restores its mid-epoch position, and a resumed run then silently
-        # trains on other batches than the interrupted one (Lightning issue 20550, open in
-        # 2.6.6). A restored schedule keeps its size.
-        trainer = self.trainer
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if getattr(scheduler, "total_steps", 0) is None:  # WarmupCosineLR, not yet sized
-                total = trainer.estimated_stepping_batches  # optimizer steps, after accumulation
-                per_epoch = math.ceil(
-                    trainer.num_training_batches / trainer.accumulate_grad_batches
-                )
-                smoke_test = bool(trainer.fast_dev_run)
-                scheduler.size_to_run(int(total), per_epoch, smoke_test=smoke_test)
+        optimizers.size_schedules(self.trainer)
 
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several shapes)
-        groups = list(self.parameter_groups())
-        if groups and not isinstance(groups[0], dict):
-            groups = [{"params": groups}]
-        groups = self.decay_groups(groups)
-        # no `optimizer:` in the config: Adam with torch's default learning rate
-        optimizer = (self.optimizer or torch.optim.Adam)(groups)
-        # a group may train at a multiple of the configured rate (an image backbone at 0.1×);
-        # applied before the scheduler, which takes each group's rate as its starting point
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)  # a project.schedules one is sized at train start
-        # stepped per epoch unless the schedule says it counts optimizer steps
-        config = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
-        monitor = getattr(scheduler, "monitor", None)  # set by Lightning's ReduceLROnPlateau
-        if monitor:
-            config["monitor"] = monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        groups = self.decay_groups(optimizers.as_groups(self.parameter_groups()))
+        return optimizers.configure_optimizers(groups, self.optimizer, self.lr_scheduler)
 
-
-def without_decay_on_norms_and_biases(groups: list[dict]) -> list[dict]:
-    """Each group split in two: its matrices and kernels, and its vectors (biases and the
-    scales and shifts of normalization layers) with `weight_decay: 0`, as in timm and
-    torchvision's reference recipes: decaying those only pulls the layers' outputs to zero."""
-    split = []
-    for group in groups:
-        params = list(group["params"])
-        decayed = [p for p in params if p.ndim > 1]
-        vectors = [p for p in params if p.ndim <= 1]
-        name = group.get("name", "params")
-        if decayed:
-            split.append({**group, "params": decayed})
-        if vectors:
-            split.append(
-                {**group, "params": vectors, "weight_decay": 0.0, "name": f"{name}/no_decay"}
-            )
-    return split
+    def configure_callbacks(self) -> list[Callback]:
+        return [TensorBoardFigures()]
