@@ -70,7 +70,7 @@ def time_to_accuracy(path: str, target: float, quick: bool = False) -> dict:
             model.train()
             for inputs, targets, *lengths in loader:
                 optimizer.zero_grad()
-                loss = model.loss_fn(model(inputs, *lengths), targets)
+                loss = model.loss(model(inputs, *lengths), targets)
                 loss.backward()
                 optimizer.step()
                 if per_step:

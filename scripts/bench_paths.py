@@ -54,7 +54,7 @@ def measure_template(args: list[str], steps: int, warmup: int, bare: bool, gpu: 
         class Bare(type(cli.model)):
             def training_step(self, batch: tuple, batch_idx: int):  # noqa: ANN202
                 inputs, targets, *lengths = batch
-                return self.loss_fn(self(inputs, *lengths), targets)
+                return self.loss(self(inputs, *lengths), targets)
 
             def on_train_epoch_end(self) -> None:
                 pass
@@ -129,7 +129,7 @@ def train_by_hand(model, loader, optimizer, autocast, device, steps: int, warmup
         inputs, targets = inputs.to(device), targets.to(device)
         optimizer.zero_grad()
         with autocast:
-            loss = model.loss_fn(model(inputs, *lengths), targets)
+            loss = model.loss(model(inputs, *lengths), targets)
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())

@@ -177,7 +177,7 @@ class SupervisedModule(LightningModule):
 
     def log_epoch_metrics(self, stage: str) -> None:
         # Metric objects: Lightning computes them (synced across ranks) and resets them. The
-        # evaluation loaders give each sample to one rank exactly once (data/batches.py), so
+        # evaluation loaders give each sample to one rank exactly once (data/base.py), so
         # the synced values are those of one process
         self.log_dict(self.stage_metrics[f"{stage}_"], prog_bar=stage != "train")
         name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
