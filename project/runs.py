@@ -100,9 +100,9 @@ def purge_step(run: Path) -> int | None:
 def run_folder_on_rank_zero(trainer: Trainer) -> Path | None:
     """The folder `trainer.log_dir` names, for code that only rank 0 runs: `trainer.log_dir` is a
     broadcast under DDP, which waits forever for the ranks that never ask."""
-    if not trainer.loggers:
+    logger = trainer.logger  # the first logger
+    if logger is None:
         return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
     if isinstance(logger, TensorBoardLogger | CSVLogger):
         return Path(logger.log_dir)
     return None if logger.save_dir is None else Path(logger.save_dir)

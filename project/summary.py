@@ -48,7 +48,8 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
     tests = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))
-    run = run_folder_on_rank_zero(trainer)  # only rank 0 prints the summary
+    # only rank 0 prints the summary; a run folder only where a logger made one
+    run = run_folder_on_rank_zero(trainer) if trainer.logger else None
     if run is not None and (run / CONFIG).exists():
         lines += [
             f"run folder: {run}  (metrics.json, config.yaml, checkpoints/)",
