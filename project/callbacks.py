@@ -12,14 +12,14 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.errors import TrainingDiverged
 from project.run_hparams import run_hparams, tab_values
-from project.runs import METRICS, run_folder_on_rank_zero
+from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 from project.trial import trial_hparams
 
 
 def hparams_of(trainer: Trainer, log_dir: Path) -> dict[str, Any]:
     """The run's hyperparameters (`project.run_hparams`): from the `config.yaml` in `log_dir` it
     was started with, or, for a Trainer built without the CLI, the model's and data's own."""
-    config = log_dir / "config.yaml"
+    config = log_dir / CONFIG
     if config.is_file():
         return run_hparams(yaml.safe_load(config.read_text()))
     hparams = {"model": {k: v for k, v in trainer.lightning_module.hparams.items() if k[0] != "_"}}

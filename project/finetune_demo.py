@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from project.cli import main
-from project.runs import best_checkpoints, newest_run
+from project.runs import METRICS, best_checkpoints, newest_run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "image"
 OUT = Path("logs") / "finetune_demo"
@@ -35,7 +35,7 @@ def fit(config: str, experiment: str, flags: list[str]) -> tuple[float, float, P
     )
     seconds = time.perf_counter() - start
     run = newest_run(Path("logs") / experiment)
-    return json.loads((run / "metrics.json").read_text())["test/acc"], seconds, run
+    return json.loads((run / METRICS).read_text())["test/acc"], seconds, run
 
 
 def save_network(checkpoint: Path, path: Path) -> None:

@@ -10,6 +10,7 @@ from jsonargparse import Namespace
 from project.errors import UserError
 from project.resume import resumed_step
 from project.runs import (
+    CONFIG,
     CheckpointReads,
     latest_checkpoint,
     named_checkpoint,
@@ -91,7 +92,7 @@ def use_run_folder(config: Namespace, subcommand: str, checkpoints: CheckpointRe
     run = run_of_files(files, Path(str(config.ckpt_path)))
     if run is None:
         if config.ckpt_path in ("best", "last"):
-            started = [f.parent for f in files if f.name == "config.yaml"]
+            started = [f.parent for f in files if f.name == CONFIG]
             raise UserError(
                 f"{started[0]} holds no checkpoint yet: start it again without --ckpt_path"
                 if started
