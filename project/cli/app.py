@@ -89,7 +89,7 @@ class ProjectCLI(LightningCLI):
             start_run_folder(config)
         if evaluating or config.get("ckpt_path"):
             run = use_run_folder(config, self.subcommand, self.checkpoints)
-            if run is not None and evaluating and (run / CONFIG).is_file():
+            if run is not None and self.subcommand != "fit" and (run / CONFIG).is_file():
                 self.name_results_on_other_data(run, config)
         self.add_callbacks(config)
 

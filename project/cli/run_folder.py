@@ -80,7 +80,9 @@ def use_slurm_run_folder(config: Namespace) -> None:
         print(f"run folder: {run} ({state})", file=sys.stderr, flush=True)
 
 
-def use_run_folder(config: Namespace, subcommand: str, checkpoints: CheckpointReads) -> Path | None:
+def use_run_folder(
+    config: Namespace, subcommand: str | None, checkpoints: CheckpointReads
+) -> Path | None:
     """Evaluating a run's own `config.yaml` or one of its checkpoints, or resuming it (`fit`
     with a `--ckpt_path`), logs into that run's folder, which it returns: its TensorBoard curves
     continue there, and `predict` writes its `predictions.csv` there.
