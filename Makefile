@@ -28,7 +28,7 @@ train: install ## Fit then test configs/$(EXP).yaml (EXP=gru by default; extra f
 	$(PY) -m project fit -c configs/$(EXP).yaml --test_after_fit true $(ARGS)
 
 resume: install ## Continue the newest run of EXP after Ctrl-C, SIGTERM or a kill (or RUN=logs/<exp>/version_N)
-	@run=$${RUN:-$$(ls -d logs/$(EXP)/version_* 2>/dev/null | sort -V | tail -n 1)}; \
+	@run=$${RUN:-$$($(PY) -m project.runs newest logs/$(EXP))}; \
 	test -n "$$run" || { echo "error: no run in logs/$(EXP)/ to resume" >&2; exit 2; }; \
 	echo "resuming $$run"; \
 	$(PY) -m project fit -c $$run/config.yaml --ckpt_path last $(ARGS)

@@ -12,13 +12,14 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.errors import TrainingDiverged
 from project.run_hparams import run_hparams, tab_values
+from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 from project.trial import trial_hparams
 
 
 def hparams_of(trainer: Trainer, log_dir: Path) -> dict[str, Any]:
     """The run's hyperparameters (`project.run_hparams`): from the `config.yaml` in `log_dir` it
     was started with, or, for a Trainer built without the CLI, the model's and data's own."""
-    config = log_dir / "config.yaml"
+    config = log_dir / CONFIG
     if config.is_file():
         return run_hparams(yaml.safe_load(config.read_text()))
     hparams = {"model": {k: v for k, v in trainer.lightning_module.hparams.items() if k[0] != "_"}}
@@ -42,11 +43,13 @@ class MetricsFile(Callback):
         self.other_data: str | None = None
 
     def _write(self, trainer: Trainer, prefixes: tuple[str, ...]) -> None:
-        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
-        if not trainer.is_global_zero or log_dir is None or trainer.sanity_checking:
+        if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        name = f"metrics-{self.other_data}.json" if self.other_data else "metrics.json"
-        path = Path(log_dir) / name
+        log_dir = run_folder_on_rank_zero(trainer)
+        if log_dir is None:
+            return
+        name = f"metrics-{self.other_data}.json" if self.other_data else METRICS
+        path = log_dir / name
         metrics = json.loads(path.read_text()) if path.exists() else {}
         metrics.update(
             {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
@@ -62,9 +65,7 @@ class MetricsFile(Callback):
         # TensorBoard keeps the first record of a run, so it is written once, here.
         names = {f"{stage}/{name}" for stage in ("val", "test") for name in pl_module.metric_names}
         names.add(f"val/{pl_module.headline}_best")
-        # the logger's folder, not `trainer.log_dir`: that is a DDP broadcast, and only rank 0
-        # is here (the other ranks would never answer it)
-        log_dir = Path(trainer.logger.log_dir)
+        log_dir = run_folder_on_rank_zero(trainer)
         hparams = hparams_of(trainer, log_dir)
         # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
         # reads as the run's settings, in the sections of its config

@@ -30,12 +30,14 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def check_checkpoint(path: str | Path, model: LightningModule | None = None) -> dict | None:
+def check_checkpoint(
+    path: str | Path, model: LightningModule | None = None, read: dict | None = None
+) -> dict | None:
     """Fails unless `path` is a readable Lightning checkpoint whose weights fit `model`; returns
-    it (None for Lightning's keywords)."""
+    it (None for Lightning's keywords). `read`: the file as `read_checkpoint` returned it."""
     if str(path) in LIGHTNING_KEYWORDS:
         return None
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path) if read is None else read
     if model is None:
         return checkpoint
     state = checkpoint["state_dict"]

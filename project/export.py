@@ -13,6 +13,7 @@ import torch
 from lightning import LightningModule
 
 from project.errors import UserError
+from project.runs import beside_checkpoint
 
 
 def load_checkpoint(path: Path) -> LightningModule:
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="folder for the files (default: <run>/export)")
     args = parser.parse_args(argv)
     ckpt: Path = args.checkpoint
-    out = args.out or (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
-    out = args.out or out / "export"
+    out = args.out or beside_checkpoint(ckpt) / "export"
     try:
         for path in export(ckpt, out, args.to):
             print(f"wrote {path} (matches the checkpoint on a fresh batch of 5)")

@@ -19,15 +19,11 @@ from pathlib import Path
 import torch
 
 from project.cli import main
+from project.runs import METRICS, best_checkpoints, newest_run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "image"
 OUT = Path("logs") / "finetune_demo"
 WEIGHTS = OUT / "stage1_resnet18.pt"  # where finetune_stage2.yaml's `weights:` points
-
-
-def latest_run(experiment: str) -> Path:
-    runs = (Path("logs") / experiment).glob("version_*")
-    return max(runs, key=lambda run: int(run.name.removeprefix("version_")))
 
 
 def fit(config: str, experiment: str, flags: list[str]) -> tuple[float, float, Path]:
@@ -38,8 +34,8 @@ def fit(config: str, experiment: str, flags: list[str]) -> tuple[float, float, P
         + flags
     )
     seconds = time.perf_counter() - start
-    run = latest_run(experiment)
-    return json.loads((run / "metrics.json").read_text())["test/acc"], seconds, run
+    run = newest_run(Path("logs") / experiment)
+    return json.loads((run / METRICS).read_text())["test/acc"], seconds, run
 
 
 def save_network(checkpoint: Path, path: Path) -> None:
@@ -51,7 +47,7 @@ def save_network(checkpoint: Path, path: Path) -> None:
 
 def run_demo(flags: list[str]) -> dict[str, float]:
     stage1_acc, stage1_s, stage1 = fit("finetune_stage1.yaml", "finetune_stage1", flags)
-    (best,) = (stage1 / "checkpoints").glob("best-*.ckpt")  # the checkpoint that was tested
+    (best,) = best_checkpoints(stage1)  # the checkpoint that was tested
     save_network(best, WEIGHTS)
     stage2_acc, stage2_s, stage2 = fit("finetune_stage2.yaml", "finetune_stage2", flags)
     random_flags = ["--model.init_args.weights", "null", *flags]

@@ -33,7 +33,8 @@ class PredictionsFile(BasePredictionWriter):
     ) -> None:
         outputs = torch.cat([p.float().cpu() for p in predictions])
         indices = torch.tensor([i for batch in batch_indices[0] for i in batch]).reshape(-1)
-        folder = Path(trainer.log_dir or ".")  # the evaluated run's (`ProjectCLI.use_run_folder`)
+        # the evaluated run's (project/cli/run_folder.py); every rank asks: a DDP broadcast
+        folder = Path(trainer.log_dir or ".")
         part = folder / f".predictions.rank{trainer.global_rank}.pt"
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"indices": indices, "outputs": outputs}, part)

@@ -9,16 +9,103 @@ A run is `logs/<experiment>/<version>/`: `version_N` on a workstation, `slurm-<j
 Anything else starts at step 0 in a new folder. Lightning on its own resumes any
 `hpc_ckpt_*.ckpt` in `trainer.default_root_dir` whenever it detects Slurm; the CLI sets that
 folder to the job's own run folder, so another job's checkpoint is never in sight.
+
+Inside a run: `config.yaml` (what started it), `checkpoints/` (`best-*.ckpt`, `last.ckpt`),
+`hpc_ckpt_N.ckpt` (a Slurm requeue), `metrics.json` and the TensorBoard event files.
 """
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from lightning import LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from project.checkpoints import LIGHTNING_KEYWORDS, check_checkpoint, read_checkpoint
+from project.errors import UserError
 from project.launch_checks import in_slurm_job
+
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.json"
+
+
+def run_folder(save_dir: str | Path, experiment: str, version: int | str | None) -> Path:
+    """`<save_dir>/<experiment>/<version>`; a number is Lightning's `version_N`."""
+    return Path(save_dir, experiment, version if isinstance(version, str) else f"version_{version}")
+
+
+def finished_runs(paths: list[Path]) -> list[Path]:
+    """The run folders in or under `paths` that hold a `metrics.json`."""
+    return sorted({metrics.parent for path in paths for metrics in path.rglob(METRICS)})
+
+
+def checkpoints_of(run: Path) -> Path:
+    """The folder of a run's `best-*.ckpt` and `last.ckpt`."""
+    return run / CHECKPOINTS
+
+
+def newest_run(experiment: Path) -> Path | None:
+    """The newest workstation run `version_N` of `experiment` (`logs/<experiment>`)."""
+    numbers = {run: run.name.removeprefix("version_") for run in experiment.glob("version_*")}
+    runs = [run for run, number in numbers.items() if number.isdigit()]
+    return max(runs, key=lambda run: int(numbers[run]), default=None)
+
+
+def run_of_files(files: list[Path], checkpoint: Path) -> Path | None:
+    """The run a command is about: that of a config file that sits in a run folder (its own
+    `config.yaml`), else that of the checkpoint."""
+    runs = [f.parent for f in files if checkpoints_of(f.parent).is_dir()]
+    return runs[0] if runs else run_of_checkpoint(checkpoint)
+
+
+def named_checkpoint(run: Path, name: str) -> Path:
+    """`best` (the run's best checkpoint) or `last` (the newest it can resume from) as a file."""
+    if name == "last":
+        latest = latest_checkpoint(run)
+        if latest is None:
+            raise UserError(f"{checkpoints_of(run)} holds no last.ckpt")
+        return latest
+    best = best_checkpoints(run)
+    if not best:
+        raise UserError(f"{checkpoints_of(run)} holds no best*.ckpt")
+    return best[-1]
+
+
+def best_checkpoints(run: Path) -> list[Path]:
+    return sorted(checkpoints_of(run).glob("best*.ckpt"))
+
+
+def holds(run: str | Path, checkpoint: str | Path) -> bool:
+    """Whether `checkpoint` lies inside the run folder `run`."""
+    return Path(run).resolve() in Path(checkpoint).resolve().parents
+
+
+def beside_checkpoint(checkpoint: Path) -> Path:
+    """Where files made from a checkpoint go: its run folder, or the folder it is in."""
+    parent = checkpoint.parent
+    return parent.parent if parent.name == CHECKPOINTS else parent
+
+
+def purge_step(run: Path) -> int | None:
+    """The step TensorBoard hides the curves from, for a new fit in `run`: 0 (the mark it
+    ignores) in a new folder, none in a folder that has curves (a requeued Slurm job's), where a
+    mark at 0 would hide them all. A resumed run's is its checkpoint's step."""
+    return None if any(run.glob("events.out.tfevents.*")) else 0
+
+
+def run_folder_on_rank_zero(trainer: Trainer) -> Path | None:
+    """The folder `trainer.log_dir` names, for code that only rank 0 runs: `trainer.log_dir` is a
+    broadcast under DDP, which waits forever for the ranks that never ask."""
+    logger = trainer.logger  # the first logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    if isinstance(logger, TensorBoardLogger | CSVLogger):
+        return Path(logger.log_dir)
+    return None if logger.save_dir is None else Path(logger.save_dir)
 
 
 def slurm_job() -> str | None:
@@ -45,7 +132,7 @@ def slurm_run_folder(experiment: Path) -> Path | None:
     if job is None or not in_slurm_job():
         return None
     candidates = [experiment / f"slurm-{job}"]
-    while (candidates[-1] / "config.yaml").exists():
+    while (candidates[-1] / CONFIG).exists():
         candidates.append(experiment / f"slurm-{job}.{len(candidates)}")
     if slurm_restarts() > 0 and len(candidates) > 1:
         return candidates[-2]  # the requeued job's own folder, the newest used one
@@ -67,25 +154,39 @@ def next_hpc_checkpoint(folder: str | Path) -> Path:
 def latest_checkpoint(run: Path) -> Path | None:
     """The newest checkpoint a run can resume from: `checkpoints/last*.ckpt` (per epoch, periodic,
     on Ctrl-C or SIGTERM) or `hpc_ckpt_N.ckpt` (a Slurm requeue)."""
-    found = [*(run / "checkpoints").glob("last*.ckpt"), *hpc_checkpoints(run)]
+    found = [*checkpoints_of(run).glob("last*.ckpt"), *hpc_checkpoints(run)]
     return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 def run_of_checkpoint(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint file belongs to: `<run>/checkpoints/*.ckpt` or
     `<run>/hpc_ckpt_N.ckpt`, where `<run>` holds the run's `config.yaml`."""
-    parent = checkpoint.parent
-    if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file():
-        return parent.parent
-    if checkpoint.name.startswith("hpc_ckpt_") and (parent / "config.yaml").is_file():
-        return parent
-    return None
+    run = beside_checkpoint(checkpoint)
+    in_a_run = run != checkpoint.parent or checkpoint.name.startswith("hpc_ckpt_")
+    return run if in_a_run and (run / CONFIG).is_file() else None
 
 
 def checkpoint_step(checkpoint: Path) -> int:
     """The global step a checkpoint was saved at, memory-mapped: the weights are not read."""
     loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     return int(loaded.get("global_step", 0))
+
+
+class CheckpointReads:
+    """The checkpoint files a command names, each read once (and checked: `check_checkpoint`),
+    though the CLI needs one before the model exists (for its hyperparameters), then its step
+    (where the curves continue), then its weights (do they fit the model?)."""
+
+    def __init__(self) -> None:
+        self.read: dict[Path, dict] = {}
+
+    def check(self, path: str | Path, model: LightningModule | None = None) -> dict | None:
+        if str(path) in LIGHTNING_KEYWORDS:
+            return None
+        key = Path(path).resolve()
+        if key not in self.read:
+            self.read[key] = read_checkpoint(path)
+        return check_checkpoint(path, model, self.read[key])
 
 
 def step_after_curves(run: Path) -> int | None:
@@ -104,7 +205,7 @@ def other_data_name(run: Path, data: dict[str, Any]) -> str | None:
     so that results on it are written beside the run's own (`metrics-<name>.json`), never over
     them; None when it is the same data. The name is made of what differs: a file's or
     folder's name, else `key=value`."""
-    saved = yaml.safe_load((run / "config.yaml").read_text()).get("data") or {}
+    saved = yaml.safe_load((run / CONFIG).read_text()).get("data") or {}
     if saved.get("class_path") != data.get("class_path"):
         return str(data.get("class_path", "data")).rpartition(".")[2]
     before, now = saved.get("init_args") or {}, data.get("init_args") or {}
@@ -120,3 +221,20 @@ def other_data_name(run: Path, data: dict[str, Any]) -> str | None:
         else:
             parts.append(f"{key}={value}")
     return "_".join(parts).replace(" ", "")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m project.runs newest logs/<experiment>` prints the newest run folder (for
+    `make resume`); exits 1 when there is none."""
+    if len(argv) != 2 or argv[0] != "newest":
+        print("usage: python -m project.runs newest logs/<experiment>", file=sys.stderr)
+        return 2
+    run = newest_run(Path(argv[1]))
+    if run is None:
+        return 1
+    print(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

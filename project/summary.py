@@ -6,6 +6,8 @@ from pathlib import Path
 from lightning import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 
+from project.runs import CONFIG, run_folder_on_rank_zero
+
 
 def print_run_summary(trainer: Trainer, seconds: float, resumed_from: int | None = None) -> None:
     """Prints the summary; never fails a run that trained (a broken line is left out).
@@ -46,10 +48,9 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
     tests = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))
-    # the logger's folder, not `trainer.log_dir`: that is a DDP broadcast, and only rank 0 is here
-    log_dir = getattr(trainer.logger, "log_dir", None)
-    if log_dir and Path(log_dir, "config.yaml").exists():
-        run = Path(log_dir)
+    # only rank 0 prints the summary; a run folder only where a logger made one
+    run = run_folder_on_rank_zero(trainer) if trainer.logger else None
+    if run is not None and (run / CONFIG).exists():
         lines += [
             f"run folder: {run}  (metrics.json, config.yaml, checkpoints/)",
             f"curves:     tensorboard --logdir {run.parent.parent}   (or: make tensorboard)",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from project.runs import CONFIG, METRICS, finished_runs
+
 # differ between any two runs without saying anything about them
 RUN_BOOKKEEPING = {"trainer.default_root_dir", "trainer.logger.init_args.version"}
 
@@ -29,19 +31,15 @@ def flat(tree: object, prefix: str = "") -> dict[str, object]:
     return items
 
 
-def run_folders(paths: list[Path]) -> list[Path]:
-    return sorted({m.parent for p in paths for m in p.rglob("metrics.json")})
-
-
 def table(runs: list[Path]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: run, the config keys whose values differ, then every metric."""
     configs = []
     for run in runs:
-        path = run / "config.yaml"
+        path = run / CONFIG
         configs.append(flat(yaml.safe_load(path.read_text())) if path.exists() else {})
     keys = sorted({k for c in configs for k in c} - RUN_BOOKKEEPING)
     varying = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
-    metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    metrics = [json.loads((run / METRICS).read_text()) for run in runs]
     names = sorted({name for m in metrics for name in m})
     rows = []
     for run, config, values in zip(runs, configs, metrics, strict=True):
@@ -61,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or folders above them")
     parser.add_argument("--csv", type=Path, help="also write the table to this CSV file")
     args = parser.parse_args(argv)
-    runs = run_folders(args.paths)
+    runs = finished_runs(args.paths)
     if not runs:
         print(f"error: no metrics.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 2

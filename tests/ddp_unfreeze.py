@@ -64,5 +64,5 @@ if __name__ == "__main__":
     for name, model_class in (("synced", ImageClassifier), ("unsynced", UnsyncedModel)):
         rank, result = fit(model_class)
         torch.save(result, out / f"{name}_rank{rank}.pt")
-    # as project/cli.py does: a gloo group left to interpreter shutdown can abort the process
+    # as project/cli/command.py does: a gloo group left to interpreter shutdown can abort it
     torch.distributed.destroy_process_group()

@@ -1,11 +1,30 @@
-"""Which folder a Slurm job's run takes (project/runs.py), for job ids that come back: the jobs
-on the real cluster (tests/test_slurm.py) never repeat an id, a reset cluster does."""
+"""The run-folder layout (project/runs.py): which folder a Slurm job's run takes, for job ids that
+come back (the jobs on the real cluster, tests/test_slurm.py, never repeat an id, a reset cluster
+does); `best`/`last`, the newest run, a checkpoint read once, and rank-0-only code that never
+waits on a DDP broadcast."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+from lightning import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from project.runs import other_data_name, run_of_checkpoint, slurm_run_folder
+import project.runs
+from project.callbacks import MetricsFile
+from project.errors import UserError
+from project.runs import (
+    CheckpointReads,
+    main,
+    named_checkpoint,
+    newest_run,
+    other_data_name,
+    run_folder_on_rank_zero,
+    run_of_checkpoint,
+    slurm_run_folder,
+)
+from project.summary import summary_lines
 
 
 @pytest.fixture
@@ -88,4 +107,73 @@ def test_other_data_is_named_after_what_differs(tmp_path: Path) -> None:
     assert other_data_name(run, other) == "other_val_size=0.2"
     assert (
         other_data_name(run, {"class_path": "project.data.DigitsDataModule"}) == "DigitsDataModule"
+    )
+
+
+def test_the_newest_run_is_the_highest_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert newest_run(tmp_path) is None
+    assert main(["newest", str(tmp_path)]) == 1  # `make resume` says there is nothing to resume
+    for version in (2, 10, 9):
+        (tmp_path / f"version_{version}").mkdir()
+    (tmp_path / "version_x").mkdir()
+    assert newest_run(tmp_path) == tmp_path / "version_10"
+    assert main(["newest", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'version_10'}\n"
+
+
+def test_best_and_last_name_files_of_the_run(tmp_path: Path) -> None:
+    run = used(tmp_path / "version_0")
+    with pytest.raises(UserError, match="holds no last.ckpt"):
+        named_checkpoint(run, "last")
+    with pytest.raises(UserError, match="holds no best"):
+        named_checkpoint(run, "best")
+    (run / "checkpoints").mkdir()
+    for name in ("best-epoch=1-step=2.ckpt", "best-epoch=3-step=6.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).touch()
+    assert named_checkpoint(run, "best").name == "best-epoch=3-step=6.ckpt"
+    assert named_checkpoint(run, "last").name == "last.ckpt"
+
+
+def test_a_checkpoint_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": 7}, path)
+    reads = []
+    read = project.runs.read_checkpoint
+    monkeypatch.setattr(project.runs, "read_checkpoint", lambda p: reads.append(p) or read(p))
+    checkpoints = CheckpointReads()
+    assert checkpoints.check(path)["global_step"] == 7
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.zeros(2))
+    assert checkpoints.check(str(path), model)["global_step"] == 7  # the weights fit the model
+    assert checkpoints.check("last") is None  # Lightning's keyword
+    assert reads == [path]
+
+
+class BroadcastingTrainer(Trainer):
+    @property
+    def log_dir(self) -> str | None:
+        raise AssertionError("trainer.log_dir is a DDP broadcast: rank 0 alone would wait forever")
+
+
+def test_rank_zero_code_never_asks_for_trainer_log_dir(tmp_path: Path) -> None:
+    trainer = BroadcastingTrainer(
+        logger=TensorBoardLogger(tmp_path, name="gru"),
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    run = run_folder_on_rank_zero(trainer)
+    assert run == tmp_path / "gru" / "version_0"
+    used(run)
+    module = SimpleNamespace(metric_names=["loss", "acc"], headline="acc")
+    metrics = MetricsFile()
+    metrics.on_fit_start(trainer, module)
+    metrics.on_fit_end(trainer, module)
+    metrics.on_test_end(trainer, module)
+    assert (run / "metrics.json").is_file() and (run / "hparams.yaml").is_file()
+    assert f"run folder: {run}  (metrics.json, config.yaml, checkpoints/)" in summary_lines(
+        trainer, 1.0, None
     )

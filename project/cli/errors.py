@@ -1,5 +1,5 @@
-"""Turns jsonargparse's nested error reports into one line that names the key and the fix; refuses
-abbreviated options, naming the one most likely meant."""
+"""Errors as one line: jsonargparse's nested reports, naming the key and the fix; abbreviated
+options, refused, naming the one most likely meant; and which exceptions are a user's mistake."""
 
 import difflib
 import importlib
@@ -10,9 +10,11 @@ from functools import partial
 from typing import NoReturn
 
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from project.carried_settings import parsed_with_notes
+from project.errors import UserError
 
 NOISE = (
     "Does not validate against any of the Union subtypes",
@@ -85,3 +87,19 @@ class ConciseArgumentParser(LightningArgumentParser):
                 text += f"; did you mean {', '.join(m for m in meant if m)}?"
         sys.stderr.write(f"error: {text} (options: python -m project fit --help)\n")
         self.exit(2)
+
+
+def user_error_in(error: BaseException | None) -> BaseException | None:
+    """The mistake behind `error`, if a user's: our `UserError`, Lightning's own verdict on a
+    Trainer setting (`MisconfigurationException`), or a setting whose optional package is not
+    installed (Lightning's "Requirement 'x' not met. HINT: …"). jsonargparse wraps what classes
+    raise in `__init__`, so the whole chain is searched."""
+    while error is not None and not is_user_error(error):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def is_user_error(error: BaseException) -> bool:
+    if isinstance(error, ModuleNotFoundError):
+        return str(error).startswith("Requirement '")
+    return isinstance(error, UserError | MisconfigurationException)

@@ -1,0 +1,142 @@
+"""Where a command's run folder is, set in its config before anything is built: the folder
+layout itself is project/runs.py's."""
+
+import os
+import sys
+from pathlib import Path
+
+from jsonargparse import Namespace
+
+from project.errors import UserError
+from project.resume import resumed_step
+from project.runs import (
+    CONFIG,
+    CheckpointReads,
+    latest_checkpoint,
+    named_checkpoint,
+    purge_step,
+    run_folder,
+    run_of_files,
+    slurm_restarts,
+    slurm_run_folder,
+    step_after_curves,
+)
+
+
+def tensorboard_args(config: Namespace) -> Namespace | None:
+    """The TensorBoard logger's settings, None for another logger (or none)."""
+    logger = config.trainer.logger
+    if hasattr(logger, "init_args") and "TensorBoardLogger" in str(logger.get("class_path")):
+        return logger.init_args
+    return None
+
+
+def ours(config: Namespace) -> bool:
+    """Whether the logger is project.loggers.TensorBoardLogger (curves that start at a step)."""
+    return config.trainer.logger.get("class_path") == "project.loggers.TensorBoardLogger"
+
+
+def name_experiment(config: Namespace) -> None:
+    """The experiment (the folder under logs/): `--experiment`, else the first config's name."""
+    logger = tensorboard_args(config)
+    if logger is not None and (config.experiment or logger.get("name") is None):
+        files = config.get("config") or []
+        logger.name = config.experiment or (Path(str(files[0])).stem if files else "default")
+
+
+def start_run_folder(config: Namespace) -> None:
+    """A `fit`'s folder: a Slurm job's own (`use_slurm_run_folder`), and where its curves start."""
+    logger = tensorboard_args(config)
+    if logger is None:
+        return
+    if not config.get("ckpt_path"):
+        use_slurm_run_folder(config)
+    if ours(config):  # a resumed run's own step: `use_run_folder`
+        run = run_folder(str(logger.save_dir), logger.name, logger.version)
+        logger.purge_step = purge_step(run)
+
+
+def use_slurm_run_folder(config: Namespace) -> None:
+    """In a Slurm job, the run is `logs/<experiment>/slurm-<job>/`, also Lightning's
+    `default_root_dir` (where it looks for `hpc_ckpt_*.ckpt` to resume): a requeued job
+    continues its own run there, any other job starts a new one (project/runs.py)."""
+    logger = tensorboard_args(config)
+    if logger.get("version") is not None:  # the user named the folder
+        return
+    run = slurm_run_folder(Path(str(logger.save_dir), logger.name))
+    if run is None:
+        return
+    logger.version = run.name
+    config.trainer.default_root_dir = str(run)
+    checkpoint = latest_checkpoint(run) if slurm_restarts() > 0 else None
+    if checkpoint is not None:
+        config.ckpt_path = str(checkpoint)  # `use_run_folder` continues the run from it
+    if int(os.environ.get("SLURM_PROCID", 0)) == 0:
+        state = (
+            f"requeued (restart {slurm_restarts()}), resuming from {checkpoint}"
+            if checkpoint
+            else "a new run, from step 0"
+        )
+        print(f"run folder: {run} ({state})", file=sys.stderr, flush=True)
+
+
+def use_run_folder(
+    config: Namespace, subcommand: str | None, checkpoints: CheckpointReads
+) -> Path | None:
+    """Evaluating a run's own `config.yaml` or one of its checkpoints, or resuming it (`fit`
+    with a `--ckpt_path`), logs into that run's folder, which it returns: its TensorBoard curves
+    continue there, and `predict` writes its `predictions.csv` there.
+
+    `--ckpt_path best` (or `last`) then names that run's best checkpoint (or the newest it can
+    resume from).
+    """
+    files = [Path(str(f)) for f in config.get("config") or []]
+    run = run_of_files(files, Path(str(config.ckpt_path)))
+    if run is None:
+        if config.ckpt_path in ("best", "last"):
+            started = [f.parent for f in files if f.name == CONFIG]
+            raise UserError(
+                f"{started[0]} holds no checkpoint yet: start it again without --ckpt_path"
+                if started
+                else f"--ckpt_path {config.ckpt_path} needs a run's config: "
+                "-c logs/<experiment>/version_N/config.yaml"
+            )
+        return None
+    if config.ckpt_path in ("best", "last"):
+        config.ckpt_path = str(named_checkpoint(run, config.ckpt_path))
+    logger = tensorboard_args(config)
+    if logger is None:
+        return run
+    # the config's own spelling of the folder when it is the same one: checkpoints hold it, and
+    # ModelCheckpoint restores its state only for the folder it saved it from
+    if Path(str(logger.save_dir)).resolve() != run.parent.parent.resolve():
+        logger.save_dir = str(run.parent.parent)
+    logger.name = run.parent.name
+    logger.version = run.name
+    config.trainer.default_root_dir = str(run)  # a requeue saves hpc_ckpt_N.ckpt there
+    if ours(config):
+        # a file: Lightning's keywords (`hpc`) name none yet; validate and friends log beside
+        # the training curves, after them (`TensorBoardLogger.at_step`)
+        resumed = subcommand == "fit" and Path(str(config.ckpt_path)).is_file()
+        # checked by `ProjectCLI.parse_arguments` (or this job's own, atomically written requeue
+        # checkpoint), and read once for the model's check too
+        logger.purge_step = resumed_step(checkpoints.check(config.ckpt_path)) if resumed else None
+        if subcommand != "fit":
+            logger.first_step = step_after_curves(run)
+    return run
+
+
+def without_run_identity(config: Namespace) -> Namespace:
+    """The config as `config.yaml` keeps it: without what names this run's folder (its version,
+    `default_root_dir`, where its curves start), which the CLI chooses anew for every run. So
+    `fit -c <run>/config.yaml` starts a new run, on a laptop or in another Slurm job, instead of
+    writing into the old run's folder (and, on Slurm, resuming its requeue checkpoint)."""
+    config = config.clone()
+    config.trainer.default_root_dir = None
+    logger = tensorboard_args(config)
+    if logger is not None:
+        logger.version = None
+        for key in ("purge_step", "first_step"):
+            if key in logger:
+                logger[key] = None
+    return config
