@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXP    ?= gru
+# the experiment's file: configs/sequence/<EXP>.yaml or configs/image/<EXP>.yaml (or a path under configs/)
+CONFIG ?= $(or $(firstword $(wildcard configs/$(EXP).yaml configs/sequence/$(EXP).yaml configs/image/$(EXP).yaml)),configs/sequence/$(EXP).yaml)
+RUNS   := logs/$(notdir $(EXP))
 ARGS   ?=
 SWEEP  ?= scripts/slurm/example_sweep.txt
 SPACE  ?= configs/search/$(notdir $(EXP)).yaml
 TRIALS ?= 20
 JOBS   ?= 2
 WORKERS ?= 4
-SEARCH = -c configs/$(EXP).yaml --space $(SPACE) --trials $(TRIALS)
+SEARCH = -c $(CONFIG) --space $(SPACE) --trials $(TRIALS)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep search search-report slurm-search collect slurm-local bench profile export
@@ -24,17 +27,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
 
-train: install ## Fit then test configs/$(EXP).yaml (EXP=gru by default; extra flags in ARGS="...")
-	$(PY) -m project fit -c configs/$(EXP).yaml --test_after_fit true $(ARGS)
+train: install ## Fit then test the experiment EXP (gru by default: configs/sequence/gru.yaml; extra flags in ARGS="...")
+	$(PY) -m project fit -c $(CONFIG) --test_after_fit true $(ARGS)
 
 resume: install ## Continue the newest run of EXP after Ctrl-C, SIGTERM or a kill (or RUN=logs/<exp>/version_N)
-	@run=$${RUN:-$$($(PY) -m project.runs newest logs/$(EXP))}; \
-	test -n "$$run" || { echo "error: no run in logs/$(EXP)/ to resume" >&2; exit 2; }; \
+	@run=$${RUN:-$$($(PY) -m project.runs newest $(RUNS))}; \
+	test -n "$$run" || { echo "error: no run in $(RUNS)/ to resume" >&2; exit 2; }; \
 	echo "resuming $$run"; \
 	$(PY) -m project fit -c $$run/config.yaml --ckpt_path last $(ARGS)
 
-tune: install ## Batch size and learning rate for configs/$(EXP).yaml, as an overlay (logs/$(EXP)/tune/)
-	$(PY) -m project tune -c configs/$(EXP).yaml $(ARGS)
+tune: install ## Batch size and learning rate for the experiment EXP, as an overlay (logs/<exp>/tune/)
+	$(PY) -m project tune -c $(CONFIG) $(ARGS)
 
 finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
 	$(PY) -m project.finetune_demo $(ARGS)
@@ -57,17 +60,17 @@ format: install ## Reformat the code with ruff
 tensorboard: install ## Serve logs/ on http://localhost:6006
 	$(VENV)/bin/tensorboard --logdir logs --port 6006
 
-slurm-train: install ## Submit configs/$(EXP).yaml to Slurm (scripts/slurm/train.sbatch; flags in ARGS)
-	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch scripts/slurm/train.sbatch configs/$(EXP).yaml $(ARGS)
+slurm-train: install ## Submit the experiment EXP to Slurm (scripts/slurm/train.sbatch; flags in ARGS)
+	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch scripts/slurm/train.sbatch $(CONFIG) $(ARGS)
 
-sweep: install ## Submit a job array: one run of configs/$(EXP).yaml per line of SWEEP=file
+sweep: install ## Submit a job array: one run of the experiment EXP per line of SWEEP=file
 	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch --array=1-$$(grep -cv '^\s*\(#\|$$\)' $(SWEEP)) \
-		scripts/slurm/sweep.sbatch configs/$(EXP).yaml $(SWEEP) $(ARGS)
+		scripts/slurm/sweep.sbatch $(CONFIG) $(SWEEP) $(ARGS)
 
-search: install ## Optuna search: configs/$(EXP).yaml over SPACE=configs/search/$(EXP).yaml (TRIALS=20, JOBS=2 workers)
+search: install ## Optuna search: the experiment EXP over SPACE=configs/search/<exp>.yaml (TRIALS=20, JOBS=2 workers)
 	$(PY) -m project.search $(SEARCH) --jobs $(JOBS) $(ARGS)
 
-search-report: install ## The search's table, best.yaml and plots (logs/$(EXP)/search/<study>/)
+search-report: install ## The search's table, best.yaml and plots (logs/<exp>/search/<study>/)
 	$(PY) -m project.search $(SEARCH) --report $(ARGS)
 
 slurm-search: install ## The same search on Slurm: an array of WORKERS tasks pulling from one study
@@ -75,8 +78,8 @@ slurm-search: install ## The same search on Slurm: an array of WORKERS tasks pul
 	mkdir -p logs && PYTHON=$(abspath $(PY)) sbatch --array=1-$(WORKERS) scripts/slurm/search.sbatch \
 		$(SEARCH) $(ARGS)
 
-collect: install ## Print one table of the metrics.json of every run under logs/$(EXP)
-	$(PY) scripts/collect_metrics.py logs/$(EXP)
+collect: install ## Print one table of the metrics.json of every run under logs/<exp>
+	$(PY) scripts/collect_metrics.py $(RUNS)
 
 slurm-local: ## Start a one-node Slurm cluster here (root; stop: scripts/slurm/local_cluster.sh stop)
 	scripts/slurm/local_cluster.sh start

@@ -1,6 +1,6 @@
 """Hyperparameter search with Optuna over an experiment's config (`make search EXP=gru`):
 
-    python -m project.search -c configs/gru.yaml --space configs/search/gru.yaml --trials 30 \
+    python -m project.search -c configs/sequence/gru.yaml --space configs/search/gru.yaml --trials 30 \
         --jobs 2
 
 Each trial is an ordinary `python -m project fit` of the config plus the trial's values, in its

@@ -29,7 +29,7 @@ def time_to_accuracy(path: str, target: float, quick: bool = False) -> dict:
     """Trains the default experiment for its full schedule; after each epoch the test accuracy
     is probed with the clock stopped. Returns the training seconds until it first reached
     `target`, and the accuracy at the end. `quick`: 2 epochs, a check and not a figure."""
-    args = ["-c", str(CONFIGS / "gru.yaml")]
+    args = ["-c", str(CONFIGS / "sequence" / "gru.yaml")]
     epochs = ["--trainer.max_epochs", "2"] if quick else []
     history: list[tuple[float, float]] = []  # (training seconds so far, test accuracy)
     if path == "template":

@@ -39,7 +39,7 @@ CONFIGS = ROOT / "configs"
 # name: (config and overrides, steps timed after the warm-up, warm-up steps, what it measures)
 WORKLOADS: dict[str, tuple[list[str], int, int, str]] = {
     "gru_mnist1d": (
-        ["-c", str(CONFIGS / "gru.yaml")],
+        ["-c", str(CONFIGS / "sequence" / "gru.yaml")],
         30,
         5,
         "(a) the default experiment: GRU-128 on MNIST-1D, batch 100",
@@ -68,7 +68,7 @@ WORKLOADS: dict[str, tuple[list[str], int, int, str]] = {
     "tiny_overhead": (
         [
             "-c",
-            str(CONFIGS / "gru.yaml"),
+            str(CONFIGS / "sequence" / "gru.yaml"),
             "--model.init_args.hidden_size",
             "8",
             "--data.init_args.batch_size",

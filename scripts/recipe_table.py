@@ -32,7 +32,7 @@ IMAGE_RECIPE = [
 
 def gru(seed: int, flags: list[str], name: str) -> float:
     experiment = f"recipe_table/{name}/seed{seed}"
-    command = [sys.executable, "-m", "project", "fit", "-c", str(ROOT / "configs" / "gru.yaml"),
+    command = [sys.executable, "-m", "project", "fit", "-c", str(ROOT / "configs" / "sequence" / "gru.yaml"),
                *flags, "--seed_everything", str(seed), "--experiment", experiment,
                "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
@@ -52,7 +52,7 @@ def finetune(seed: int, flags: list[str], name: str) -> float:
 
 
 ARMS = [
-    ("GRU, MNIST-1D (configs/gru.yaml)", gru, [], "gru_plain"),
+    ("GRU, MNIST-1D (configs/sequence/gru.yaml)", gru, [], "gru_plain"),
     ("GRU + warmup + EMA", gru, GRU_RECIPE, "gru_recipe"),
     ("fine-tuning demo, stage 2 (make finetune)", finetune, [], "finetune_plain"),
     ("fine-tuning demo + image recipe", finetune, IMAGE_RECIPE, "finetune_recipe"),

@@ -61,7 +61,7 @@ def finished_run(workdir: Path) -> Path:
     cli(
         "fit",
         "-c",
-        CONFIGS / "gru.yaml",
+        CONFIGS / "sequence" / "gru.yaml",
         "--trainer.max_epochs",
         "2",
         "--test_after_fit",

@@ -14,8 +14,8 @@ from project.cli import main
 from project.setting_checks import RANGES
 from tests.conftest import CONFIGS, QUIET, cli, cli_process
 
-GRU = CONFIGS / "gru.yaml"
-SIGNAL = CONFIGS / "signal_frequency.yaml"
+GRU = CONFIGS / "sequence" / "gru.yaml"
+SIGNAL = CONFIGS / "sequence" / "signal_frequency.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 
 from tests.conftest import CONFIGS, QUIET, cli, run_dirs
 
-EXPERIMENTS = sorted(CONFIGS.glob("*.yaml"))
+EXPERIMENTS = sorted((CONFIGS / "sequence").glob("*.yaml"))
 DEBUG_OVERLAYS = sorted((CONFIGS / "debug").glob("*.yaml"))
-DEFAULT = CONFIGS / "gru.yaml"
+DEFAULT = CONFIGS / "sequence" / "gru.yaml"
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)

@@ -37,10 +37,10 @@ SEARCH = ("tests/test_search.py::test_a_shipped_space_is_checked_against_its_exp
 
 # each config (its path under configs/) and the tests that exercise it ("file::function")
 EXERCISED_BY: dict[str, tuple[str, ...]] = {
-    "gru.yaml": EXPERIMENT,
-    "lstm.yaml": EXPERIMENT,
-    "rnn.yaml": EXPERIMENT,
-    "signal_frequency.yaml": EXPERIMENT,
+    "sequence/gru.yaml": EXPERIMENT,
+    "sequence/lstm.yaml": EXPERIMENT,
+    "sequence/rnn.yaml": EXPERIMENT,
+    "sequence/signal_frequency.yaml": EXPERIMENT,
     "debug/fast_dev_run.yaml": DEBUG,
     "debug/limit_batches.yaml": DEBUG,
     "debug/overfit_batches.yaml": DEBUG,

@@ -31,7 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # every warning, also the deprecations Python hides by default
         patch.setenv("PYTHONWARNINGS", "always")
         patch.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "all")
-        fit = cli_process("fit", "-c", CONFIGS / "gru.yaml", *tiny, *QUIET, cwd=folder)
+        fit = cli_process("fit", "-c", CONFIGS / "sequence" / "gru.yaml", *tiny, *QUIET, cwd=folder)
         assert fit.returncode == 0, fit.stderr
         run = folder / "logs" / "gru" / "version_0"
         provenance = (run / "provenance.json").read_text()
@@ -59,7 +59,7 @@ def test_the_run_records_what_produced_it(finished: dict) -> None:
     else:
         assert record["git"] == "not a git checkout"
     assert set(record["versions"]) == VERSIONS
-    assert record["command"][1:4] == ["fit", "-c", str(CONFIGS / "gru.yaml")]
+    assert record["command"][1:4] == ["fit", "-c", str(CONFIGS / "sequence" / "gru.yaml")]
     assert record["host"] == socket.gethostname()
     assert Path(record["cwd"]).resolve() == finished["run"].parents[2].resolve()
 

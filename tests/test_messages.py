@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import CONFIGS, QUIET, cli
 
-GRU = CONFIGS / "gru.yaml"
+GRU = CONFIGS / "sequence" / "gru.yaml"
 
 
 def error_line(capsys: pytest.CaptureFixture, *args: str | Path) -> str:

@@ -15,7 +15,7 @@ from tests.callbacks import callback_flag, load_weights
 from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs
 from tests.test_messages import error_line
 
-GRU = CONFIGS / "gru.yaml"
+GRU = CONFIGS / "sequence" / "gru.yaml"
 SMALL_CNN = CONFIGS / "image" / "small_cnn.yaml"
 RECIPE = CONFIGS / "recipe"
 EMA = CONFIGS / "trainer" / "ema.yaml"

@@ -27,7 +27,7 @@ from project.trial import make_storage
 from tests.callbacks import callback_flag, load_weights
 from tests.conftest import CONFIGS, QUIET, ROOT, cli, service_missing
 
-GRU = CONFIGS / "gru.yaml"
+GRU = CONFIGS / "sequence" / "gru.yaml"
 SPACE = """\
 optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
 model.init_args.hidden_size: {type: int, low: 8, high: 24, step: 8}
@@ -90,7 +90,7 @@ def last_weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("experiment", "space"),
     [
-        ("gru.yaml", "search/gru.yaml"),
+        ("sequence/gru.yaml", "search/gru.yaml"),
         ("image/finetune_stage2.yaml", "search/finetune_stage2.yaml"),
     ],
     ids=["gru", "finetune_stage2"],

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 TRAIN = ROOT / "scripts" / "slurm" / "train.sbatch"
 SWEEP = ROOT / "scripts" / "slurm" / "sweep.sbatch"
-GRU = CONFIGS / "gru.yaml"
+GRU = CONFIGS / "sequence" / "gru.yaml"
 DDP_CPU = CONFIGS / "trainer" / "ddp_cpu.yaml"
 # 3500 samples, 250 per rank and batch: 7 steps per epoch, 14 in all
 TINY = (

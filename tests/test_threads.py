@@ -19,7 +19,7 @@ def test_one_thread_unless_omp_num_threads_says_otherwise(
     torch.set_num_threads(2)  # as torch starts on 2 cores, or as OMP_NUM_THREADS=2 set it
     try:
         with pytest.raises(SystemExit):
-            cli("fit", "-c", CONFIGS / "gru.yaml", "--print_config")
+            cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "--print_config")
         assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)

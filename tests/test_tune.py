@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import CONFIGS, QUIET, cli, run_dirs
 from tests.test_messages import error_line
 
-GRU = CONFIGS / "gru.yaml"
+GRU = CONFIGS / "sequence" / "gru.yaml"
 SMALL = ["--model.init_args.hidden_size", "16", "--data.init_args.batch_size", "250", *QUIET]
 
 
