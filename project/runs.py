@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 import yaml
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from project.launch_checks import in_slurm_job
 
 
 def slurm_job() -> str | None:
@@ -42,7 +42,7 @@ def slurm_run_folder(experiment: Path) -> Path | None:
     rank decides alike: nothing is written into the folder before all ranks have started.
     """
     job = slurm_job()
-    if job is None or not in_slurm_job():
+    if job is None or not SLURMEnvironment.detect():
         return None
     candidates = [experiment / f"slurm-{job}"]
     while (candidates[-1] / "config.yaml").exists():
