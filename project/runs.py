@@ -20,7 +20,6 @@ import yaml
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
 
-
 def slurm_job() -> str | None:
     """The id `scontrol requeue` takes: `<array job>_<task>` in a job array, else the job id."""
     if "SLURM_ARRAY_JOB_ID" in os.environ:
