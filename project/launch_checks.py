@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from project.errors import UserError
 
@@ -45,7 +46,7 @@ def run_here(trainer: Namespace) -> list[str]:
     login node or a laptop as the run summary promises. Settings are kept where this process is
     part of such a launch (Slurm tasks, torchrun), so the launch checks still apply there.
     Returns what it changed, in words."""
-    if in_slurm_job() or "TORCHELASTIC_RUN_ID" in os.environ:
+    if SLURMEnvironment.detect() or "TORCHELASTIC_RUN_ID" in os.environ:
         return []
     changes = []
     plugins = trainer.get("plugins") or []
@@ -123,14 +124,6 @@ def cpu_processes(devices: object) -> int:
     return count
 
 
-def in_slurm_job() -> bool:
-    """What Lightning takes for a Slurm-launched run: tasks set, and not an interactive shell."""
-    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
-        "bash",
-        "interactive",
-    )
-
-
 def tasks_per_node() -> int:
     """Tasks on each node: `--ntasks-per-node`, else the (even) spread that Slurm reports."""
     if "SLURM_NTASKS_PER_NODE" in os.environ:
@@ -148,7 +141,7 @@ def tasks_per_node() -> int:
 
 
 def slurm_checks(devices: int, num_nodes: int) -> None:
-    if not in_slurm_job():
+    if not SLURMEnvironment.detect():
         return
     ntasks = int(os.environ["SLURM_NTASKS"])
     # srun sets SLURM_STEP_ID; the batch script itself (step "batch") has none

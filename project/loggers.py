@@ -41,6 +41,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             kwargs["purge_step"] = purge_step  # for torch's SummaryWriter
         super().__init__(save_dir, name, version, **kwargs)
         self.first_step = first_step
+        self.asked_version = version
+        self.claimed: int | str | None = None
 
     def at_step(self, step: int) -> int:
         """The step to log at: `validate`, `test` and `predict` of a finished run start at step
@@ -58,14 +60,24 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             metrics = {k: v for k, v in metrics.items() if k != "epoch"}
         super().log_metrics(metrics, None if step is None else self.at_step(step))
 
-    def _get_next_version(self) -> int:
-        version = super()._get_next_version()
-        if rank_zero_only.rank != 0 or "://" in self.root_dir:  # remote storage: Lightning's way
+    @property
+    def version(self) -> int | str:
+        """The version given, else the one this process claimed (rank 0 only: the other ranks
+        of a DDP run receive rank 0's folder from Lightning)."""
+        if self.claimed is None:
+            self.claimed = super().version  # Lightning's "highest existing + 1" if none given
+            local = "://" not in self.root_dir  # remote storage: Lightning's way
+            if self.asked_version is None and rank_zero_only.rank == 0 and local:
+                self.claimed = claim_version(self.root_dir, int(self.claimed))
+        return self.claimed
+
+
+def claim_version(root: str, version: int) -> int:
+    """The first `version_N` from `version` on that this process could create under `root`."""
+    os.makedirs(root, exist_ok=True)
+    while True:
+        try:
+            os.mkdir(os.path.join(root, f"version_{version}"))
             return version
-        os.makedirs(self.root_dir, exist_ok=True)
-        while True:
-            try:
-                os.mkdir(os.path.join(self.root_dir, f"version_{version}"))
-                return version
-            except FileExistsError:
-                version += 1
+        except FileExistsError:
+            version += 1

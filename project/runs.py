@@ -22,11 +22,11 @@ from typing import Any
 import torch
 import yaml
 from lightning import LightningModule, Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from project.checkpoints import LIGHTNING_KEYWORDS, check_checkpoint, read_checkpoint
 from project.errors import UserError
-from project.launch_checks import in_slurm_job
 
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -129,7 +129,7 @@ def slurm_run_folder(experiment: Path) -> Path | None:
     rank decides alike: nothing is written into the folder before all ranks have started.
     """
     job = slurm_job()
-    if job is None or not in_slurm_job():
+    if job is None or not SLURMEnvironment.detect():
         return None
     candidates = [experiment / f"slurm-{job}"]
     while (candidates[-1] / CONFIG).exists():
