@@ -1,7 +1,7 @@
 """Hyperparameter search with Optuna over an experiment's config (`make search EXP=gru`):
 
-    python -m project.search -c configs/sequence/gru.yaml --space configs/search/gru.yaml --trials 30 \
-        --jobs 2
+    python -m project.search -c configs/sequence/gru.yaml --space configs/search/gru.yaml \
+        --trials 30 --jobs 2
 
 Each trial is an ordinary `python -m project fit` of the config plus the trial's values, in its
 own run folder `logs/<exp>/search/<study>/trial-NNNN/` (config.yaml, curves, a row in

@@ -32,7 +32,8 @@ IMAGE_RECIPE = [
 
 def gru(seed: int, flags: list[str], name: str) -> float:
     experiment = f"recipe_table/{name}/seed{seed}"
-    command = [sys.executable, "-m", "project", "fit", "-c", str(ROOT / "configs" / "sequence" / "gru.yaml"),
+    config = ROOT / "configs" / "sequence" / "gru.yaml"
+    command = [sys.executable, "-m", "project", "fit", "-c", str(config),
                *flags, "--seed_everything", str(seed), "--experiment", experiment,
                "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)

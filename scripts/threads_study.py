@@ -33,7 +33,8 @@ SETTINGS = {
 }
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 WORKLOADS = {
-    "gru": ["-c", "configs/sequence/gru.yaml", "--trainer.max_epochs", "3"],  # the default experiment
+    # the default experiment
+    "gru": ["-c", "configs/sequence/gru.yaml", "--trainer.max_epochs", "3"],
     "resnet18": [  # ResNet-18 on 32x32 plots: large convolutions
         *("-c", "configs/image/finetune_stage1.yaml", "--trainer.max_steps", "40"),
         *("--trainer.limit_val_batches", "2"),

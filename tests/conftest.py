@@ -10,6 +10,7 @@ from project.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+SEQUENCE = CONFIGS / "sequence"  # the sequence experiments: gru, lstm, rnn, signal_frequency
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

@@ -12,10 +12,10 @@ import torch
 
 from project.cli import main
 from project.setting_checks import RANGES
-from tests.conftest import CONFIGS, QUIET, cli, cli_process
+from tests.conftest import QUIET, SEQUENCE, cli, cli_process
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
-SIGNAL = CONFIGS / "sequence" / "signal_frequency.yaml"
+GRU = SEQUENCE / "gru.yaml"
+SIGNAL = SEQUENCE / "signal_frequency.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, QUIET, cli
+from tests.conftest import CONFIGS, QUIET, SEQUENCE, cli
 
 SMALL_CNN = CONFIGS / "image" / "small_cnn.yaml"
 FAST = ["-c", CONFIGS / "debug" / "fast_dev_run.yaml", *QUIET]
@@ -16,11 +16,11 @@ SWITCHES = {
         "MNIST1DImagesDataModule",
     ),
     "optimizer on the command line": (
-        ["-c", CONFIGS / "sequence" / "gru.yaml", "--optimizer", "SGD"],
+        ["-c", SEQUENCE / "gru.yaml", "--optimizer", "SGD"],
         "optimizer.init_args lr carried over from Adam to SGD",
     ),
     "data in a later config file": (
-        ["-c", CONFIGS / "sequence" / "gru.yaml", "-c", "other_data.yaml"],
+        ["-c", SEQUENCE / "gru.yaml", "-c", "other_data.yaml"],
         "data.init_args batch_size carried over from MNIST1DDataModule to "
         "SignalFrequencyDataModule",
     ),
@@ -40,5 +40,5 @@ def test_a_switched_class_names_what_it_kept_once(
 
 
 def test_no_switch_no_note(workdir: Path, capsys: pytest.CaptureFixture) -> None:
-    cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "--data.batch_size", "50", *FAST)
+    cli("fit", "-c", SEQUENCE / "gru.yaml", "--data.batch_size", "50", *FAST)
     assert "note:" not in capsys.readouterr().err

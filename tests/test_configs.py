@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, QUIET, cli, run_dirs
+from tests.conftest import CONFIGS, QUIET, SEQUENCE, cli, run_dirs
 
 EXPERIMENTS = sorted((CONFIGS / "sequence").glob("*.yaml"))
 DEBUG_OVERLAYS = sorted((CONFIGS / "debug").glob("*.yaml"))
-DEFAULT = CONFIGS / "sequence" / "gru.yaml"
+DEFAULT = SEQUENCE / "gru.yaml"
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)

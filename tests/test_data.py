@@ -12,7 +12,7 @@ from jsonargparse import ArgumentParser
 import project.data
 from project.data import MNIST1DDataModule, SequenceFileDataModule, SignalFrequencyDataModule
 from project.errors import UserError
-from tests.conftest import CONFIGS, QUIET, ROOT, cli, cli_process
+from tests.conftest import QUIET, ROOT, SEQUENCE, cli, cli_process
 
 LOADER_DEFAULTS = {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
 # all but the synthetic images, which stay on the training device: no loader workers
@@ -97,7 +97,7 @@ def test_missing_data_file_is_one_line_through_the_cli(tmp_path: Path) -> None:
     result = cli_process(
         "fit",
         "-c",
-        CONFIGS / "sequence" / "gru.yaml",
+        SEQUENCE / "gru.yaml",
         "--data",
         "SequenceFileDataModule",
         "--data.train",
@@ -127,7 +127,7 @@ def write_padded(path: Path, count: int = 40, with_lengths: bool = False) -> Pat
 def test_zero_padded_file_without_lengths_warns_once(workdir: Path) -> None:
     data_file = write_padded(workdir / "padded.npz")
     with pytest.warns(UserWarning) as caught:
-        cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "--data", "SequenceFileDataModule",
+        cli("fit", "-c", SEQUENCE / "gru.yaml", "--data", "SequenceFileDataModule",
             "--data.train", data_file, "--trainer.fast_dev_run", "true", *QUIET)  # fmt: skip
     (warning,) = [w for w in caught if "all-zero time steps" in str(w.message)]
     assert str(warning.message) == (
@@ -142,7 +142,7 @@ def test_the_padding_warning_is_one_line_in_a_real_process(workdir: Path) -> Non
     data_file = write_padded(workdir / "padded.npz")
     data = ["--data", "SequenceFileDataModule", "--data.train", data_file]
     quick = ["--trainer.fast_dev_run", "true", *QUIET]
-    result = cli_process("fit", "-c", CONFIGS / "sequence" / "gru.yaml", *data, *quick, cwd=workdir)
+    result = cli_process("fit", "-c", SEQUENCE / "gru.yaml", *data, *quick, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stderr.splitlines()
     (index,) = [i for i, line in enumerate(lines) if "all-zero time steps" in line]

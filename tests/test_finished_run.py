@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from project.provenance import git_state
-from tests.conftest import CONFIGS, QUIET, ROOT, cli_process
+from tests.conftest import QUIET, ROOT, SEQUENCE, cli_process
 
 pytestmark = pytest.mark.slow  # four processes, each a fresh start of torch and Lightning
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -31,7 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # every warning, also the deprecations Python hides by default
         patch.setenv("PYTHONWARNINGS", "always")
         patch.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "all")
-        fit = cli_process("fit", "-c", CONFIGS / "sequence" / "gru.yaml", *tiny, *QUIET, cwd=folder)
+        fit = cli_process("fit", "-c", SEQUENCE / "gru.yaml", *tiny, *QUIET, cwd=folder)
         assert fit.returncode == 0, fit.stderr
         run = folder / "logs" / "gru" / "version_0"
         provenance = (run / "provenance.json").read_text()
@@ -59,7 +59,7 @@ def test_the_run_records_what_produced_it(finished: dict) -> None:
     else:
         assert record["git"] == "not a git checkout"
     assert set(record["versions"]) == VERSIONS
-    assert record["command"][1:4] == ["fit", "-c", str(CONFIGS / "sequence" / "gru.yaml")]
+    assert record["command"][1:4] == ["fit", "-c", str(SEQUENCE / "gru.yaml")]
     assert record["host"] == socket.gethostname()
     assert Path(record["cwd"]).resolve() == finished["run"].parents[2].resolve()
 

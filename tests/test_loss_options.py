@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CONFIGS, QUIET, cli, run_dirs
+from tests.conftest import QUIET, SEQUENCE, cli, run_dirs
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 
 
 def write_split(path: Path, counts: list[int], seed: int) -> Path:
@@ -91,7 +91,7 @@ def test_bad_loss_options_are_one_line(
 
 def test_loss_options_are_for_classification(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as stopped:
-        cli("fit", "-c", CONFIGS / "sequence" / "signal_frequency.yaml", "--model.init_args.label_smoothing",
+        cli("fit", "-c", SEQUENCE / "signal_frequency.yaml", "--model.init_args.label_smoothing",
             "0.1", "--trainer.fast_dev_run", "true", *QUIET)  # fmt: skip
     assert stopped.value.code == 2
     assert "are for classification" in capsys.readouterr().err

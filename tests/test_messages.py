@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, QUIET, cli
+from tests.conftest import QUIET, SEQUENCE, cli
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 
 
 def error_line(capsys: pytest.CaptureFixture, *args: str | Path) -> str:

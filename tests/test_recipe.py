@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from project.models.image import ImageClassifier
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs
+from tests.conftest import CONFIGS, QUIET, SEQUENCE, cli, cli_process, run_dirs
 from tests.test_messages import error_line
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 SMALL_CNN = CONFIGS / "image" / "small_cnn.yaml"
 RECIPE = CONFIGS / "recipe"
 EMA = CONFIGS / "trainer" / "ema.yaml"

@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from project.summary import print_run_summary, summary_lines
-from tests.conftest import CONFIGS, QUIET, cli, cli_process, run_dirs, saved_step
+from tests.conftest import CONFIGS, QUIET, SEQUENCE, cli, cli_process, run_dirs, saved_step
 
 
 def test_fit_ends_with_a_summary(capsys: pytest.CaptureFixture, finished_run: Path) -> None:
@@ -56,14 +56,14 @@ def test_a_runs_checkpoint_with_the_experiment_config_predicts_into_that_run(
     finished_run: Path,
 ) -> None:
     checkpoint = finished_run / "checkpoints" / "last.ckpt"
-    cli("predict", "-c", CONFIGS / "sequence" / "gru.yaml", "--ckpt_path", checkpoint, *QUIET)
+    cli("predict", "-c", SEQUENCE / "gru.yaml", "--ckpt_path", checkpoint, *QUIET)
     assert (finished_run / "predictions.csv").is_file()
     assert len(run_dirs(finished_run.parents[2], "gru")) == 1  # no new version folder
 
 
 def test_best_without_a_run_config_is_a_one_line_error(workdir: Path) -> None:
     with pytest.raises(SystemExit) as exit:
-        cli("test", "-c", CONFIGS / "sequence" / "gru.yaml", "--ckpt_path", "best", *QUIET)
+        cli("test", "-c", SEQUENCE / "gru.yaml", "--ckpt_path", "best", *QUIET)
     assert exit.value.code == 2
 
 
@@ -177,9 +177,9 @@ def test_progress_bar_is_rich_unless_turned_off(workdir: Path) -> None:
 
     from project.cli import make_cli
 
-    shown = make_cli(["-c", str(CONFIGS / "sequence" / "gru.yaml")], run=False)
+    shown = make_cli(["-c", str(SEQUENCE / "gru.yaml")], run=False)
     assert isinstance(shown.trainer.progress_bar_callback, RichProgressBar)
-    hidden = make_cli(["-c", str(CONFIGS / "sequence" / "gru.yaml"), *QUIET], run=False)
+    hidden = make_cli(["-c", str(SEQUENCE / "gru.yaml"), *QUIET], run=False)
     assert hidden.trainer.progress_bar_callback is None
 
 
@@ -236,7 +236,7 @@ def test_results_on_other_data_go_beside_the_runs_own(workdir: Path) -> None:
         labels = {} if name == "new" else {"y": generator.integers(0, 3, size=size)}
         np.savez(workdir / f"{name}.npz", x=x, **labels)
     data = "--data SequenceFileDataModule --data.train train.npz --data.test test.npz".split()
-    cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", *data, "--trainer.max_epochs", "1", *QUIET)
+    cli("fit", "-c", SEQUENCE / "gru.yaml", *data, "--trainer.max_epochs", "1", *QUIET)
     (run,) = run_dirs(workdir, "gru")
     cli("test", "-c", run / "config.yaml", "--ckpt_path", "best", *QUIET)
     own = (run / "metrics.json").read_text()
@@ -262,7 +262,7 @@ def test_a_summary_never_fails_a_run_and_tells_a_resume_apart(
     shutil.copy(finished_run / "checkpoints" / "last.ckpt", outside)
     steps = saved_step(finished_run)
     capsys.readouterr()
-    cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "--ckpt_path", outside, "--trainer.max_epochs", "3",
+    cli("fit", "-c", SEQUENCE / "gru.yaml", "--ckpt_path", outside, "--trainer.max_epochs", "3",
         *QUIET)  # fmt: skip
     summary = capsys.readouterr().out
     per_epoch = steps // 2

@@ -23,9 +23,9 @@ from project.cli import make_cli
 from project.models.sequence import SequenceClassifier
 from project.runs import latest_checkpoint
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, QUIET, ROOT, cli, saved_step
+from tests.conftest import CONFIGS, QUIET, ROOT, SEQUENCE, cli, saved_step
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 # 3500 samples in batches of 500: 7 steps per epoch, 14 in all. Two layers with dropout between
 # them, so that the random number generators matter; every step logged, to see each one.
 TINY = (
@@ -321,7 +321,7 @@ def test_periodic_checkpoint_never_takes_a_non_finite_step(tmp_path: Path) -> No
     the NaN stop, which runs before the periodic save, leaves the checkpoint of step 42 and not
     the broken weights."""
     result = subprocess.run(
-        [sys.executable, "-m", "project", "fit", "-c", CONFIGS / "sequence" / "signal_frequency.yaml",
+        [sys.executable, "-m", "project", "fit", "-c", SEQUENCE / "signal_frequency.yaml",
          "--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.01",
          "--lr_scheduler", "torch.optim.lr_scheduler.StepLR", "--lr_scheduler.step_size", "1",
          "--lr_scheduler.gamma", "1e14", "--trainer.max_epochs", "3",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from project.loggers import TensorBoardLogger
-from tests.conftest import CONFIGS, QUIET, ROOT
+from tests.conftest import QUIET, ROOT, SEQUENCE
 
 pytestmark = pytest.mark.slow  # real processes and whole diverging trainings
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # real processes and whole diverging trainings
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     # a sane first epoch, then a learning rate multiplied by 1e14: the loss blows up in epoch 1
     result = subprocess.run(
-        [sys.executable, "-m", "project", "fit", "-c", CONFIGS / "sequence" / "signal_frequency.yaml",
+        [sys.executable, "-m", "project", "fit", "-c", SEQUENCE / "signal_frequency.yaml",
          "--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.01",
          "--lr_scheduler", "torch.optim.lr_scheduler.StepLR", "--lr_scheduler.step_size", "1",
          "--lr_scheduler.gamma", "1e14", "--trainer.max_epochs", "3", *QUIET],
@@ -44,7 +44,7 @@ def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
                 "project",
                 "fit",
                 "-c",
-                CONFIGS / "sequence" / "gru.yaml",
+                SEQUENCE / "gru.yaml",
                 "--seed_everything",
                 str(seed),
                 "--trainer.max_epochs",

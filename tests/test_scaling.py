@@ -19,9 +19,9 @@ import yaml
 
 from project.launch_checks import check_launch
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, QUIET, ROOT, cli, cli_process
+from tests.conftest import CONFIGS, QUIET, ROOT, SEQUENCE, cli, cli_process
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 TRAINER = CONFIGS / "trainer"
 # small and quick: 3500 training samples in batches of 250 (14 batches, or 7 per rank with 2)
 TINY = ["--model.init_args.hidden_size", "16", "--data.init_args.batch_size", "250", *QUIET]
@@ -115,7 +115,7 @@ def test_bf16_mixed_trains_on_cpu(workdir: Path) -> None:
     network computes in bf16 and the loss falls (from about 2.5: the targets are 0.5 to 2.5)."""
     small = "--data.init_args.num_train 500 --data.init_args.num_val 100 --trainer.max_epochs 3"
     record = callback_flag("TrainingRecord", path="record.json")
-    config = CONFIGS / "sequence" / "signal_frequency.yaml"
+    config = SEQUENCE / "signal_frequency.yaml"
     cli(
         "fit", "-c", config, "-c", TRAINER / "bf16.yaml", *TINY[:2], *QUIET, *small.split(), *record
     )

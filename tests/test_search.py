@@ -25,9 +25,9 @@ from project.search_space import read_space
 from project.search_worker import ask_within_budget
 from project.trial import make_storage
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, QUIET, ROOT, cli, service_missing
+from tests.conftest import CONFIGS, QUIET, ROOT, SEQUENCE, cli, service_missing
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 SPACE = """\
 optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 3.0e-2, log: true}
 model.init_args.hidden_size: {type: int, low: 8, high: 24, step: 8}

@@ -21,13 +21,13 @@ import torch
 
 from scripts.collect_metrics import table
 from tests.callbacks import callback_flag, load_weights
-from tests.conftest import CONFIGS, ROOT, service_missing
+from tests.conftest import CONFIGS, ROOT, SEQUENCE, service_missing
 
 pytestmark = pytest.mark.slow
 
 TRAIN = ROOT / "scripts" / "slurm" / "train.sbatch"
 SWEEP = ROOT / "scripts" / "slurm" / "sweep.sbatch"
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 DDP_CPU = CONFIGS / "trainer" / "ddp_cpu.yaml"
 # 3500 samples, 250 per rank and batch: 7 steps per epoch, 14 in all
 TINY = (

@@ -4,7 +4,7 @@ own thread per core collapses beside other work: docs/benchmarks.md)."""
 import pytest
 import torch
 
-from tests.conftest import CONFIGS, cli
+from tests.conftest import SEQUENCE, cli
 
 
 @pytest.mark.parametrize("omp_num_threads, expected", [(None, 1), ("2", 2)])
@@ -19,7 +19,7 @@ def test_one_thread_unless_omp_num_threads_says_otherwise(
     torch.set_num_threads(2)  # as torch starts on 2 cores, or as OMP_NUM_THREADS=2 set it
     try:
         with pytest.raises(SystemExit):
-            cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "--print_config")
+            cli("fit", "-c", SEQUENCE / "gru.yaml", "--print_config")
         assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)

@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.callbacks import callback_flag
-from tests.conftest import CONFIGS, QUIET, cli, run_dirs
+from tests.conftest import QUIET, SEQUENCE, cli, run_dirs
 
 
 def scalars(run: Path) -> dict[str, list]:
@@ -22,7 +22,7 @@ def scalars(run: Path) -> dict[str, list]:
 
 @pytest.mark.slow
 def test_default_experiment_learns_and_logs_everything(workdir: Path) -> None:
-    cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "--test_after_fit", "true", *QUIET)
+    cli("fit", "-c", SEQUENCE / "gru.yaml", "--test_after_fit", "true", *QUIET)
     (run,) = run_dirs(workdir, "gru")
     metrics = json.loads((run / "metrics.json").read_text())
 
@@ -45,7 +45,7 @@ def test_default_experiment_learns_and_logs_everything(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_regression_beats_predicting_the_mean(workdir: Path) -> None:
-    cli("fit", "-c", CONFIGS / "sequence" / "signal_frequency.yaml", "--test_after_fit", "true", *QUIET)
+    cli("fit", "-c", SEQUENCE / "signal_frequency.yaml", "--test_after_fit", "true", *QUIET)
     (run,) = run_dirs(workdir, "signal_frequency")
     metrics = json.loads((run / "metrics.json").read_text())
     # the target's variance, what predicting the mean scores, is 0.333
@@ -65,7 +65,7 @@ def test_the_step_loss_is_logged_on_every_step_lightning_writes(
     every batch, is the oracle, over epochs, accumulation and a run cut by max_steps."""
     small = ["--data.init_args.batch_size", "50", "--model.init_args.hidden_size", "8"]
     cli(
-        "fit", "-c", CONFIGS / "sequence" / "gru.yaml", *small, *QUIET, *extra,
+        "fit", "-c", SEQUENCE / "gru.yaml", *small, *QUIET, *extra,
         "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "7",
         "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", str(every),
         "--trainer.accumulate_grad_batches", str(accumulate), *callback_flag("LogEveryStep"),

@@ -8,10 +8,10 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import CONFIGS, QUIET, cli, run_dirs
+from tests.conftest import QUIET, SEQUENCE, cli, run_dirs
 from tests.test_messages import error_line
 
-GRU = CONFIGS / "sequence" / "gru.yaml"
+GRU = SEQUENCE / "gru.yaml"
 SMALL = ["--model.init_args.hidden_size", "16", "--data.init_args.batch_size", "250", *QUIET]
 
 

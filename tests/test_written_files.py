@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, QUIET, cli
+from tests.conftest import CONFIGS, QUIET, SEQUENCE, cli
 
 DEBUG_OVERLAYS = sorted((CONFIGS / "debug").glob("*.yaml"))
 
@@ -17,7 +17,7 @@ def written_outside_logs(folder: Path) -> list[str]:
 @pytest.mark.parametrize("overlay", DEBUG_OVERLAYS, ids=lambda p: p.stem)
 def test_debug_overlay_writes_only_into_logs(overlay: Path, workdir: Path) -> None:
     # one epoch: where files go does not depend on how long the overlay trains
-    cli("fit", "-c", CONFIGS / "sequence" / "gru.yaml", "-c", overlay, "--trainer.max_epochs", "1", *QUIET)
+    cli("fit", "-c", SEQUENCE / "gru.yaml", "-c", overlay, "--trainer.max_epochs", "1", *QUIET)
     assert written_outside_logs(workdir) == []
     if overlay.stem == "fast_dev_run":  # a smoke test: no checkpoint at all (README)
         assert list(workdir.rglob("*.ckpt")) == []
