@@ -40,7 +40,7 @@ tune: install ## Batch size and learning rate for the experiment EXP, as an over
 	$(PY) -m project tune -c $(CONFIG) $(ARGS)
 
 finetune: install ## Offline transfer demo: a ResNet-18 pretrained on MNIST-1D plots 0-4, frozen, on 5-9
-	$(PY) -m project.finetune_demo $(ARGS)
+	$(PY) scripts/finetune_demo.py $(ARGS)
 
 test: install ## The everyday tests (1.5 minutes on 2 cores): all but those marked slow, one worker per core
 	$(PY) -m pytest -q -n auto -m "not slow"

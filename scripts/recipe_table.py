@@ -44,7 +44,8 @@ def gru(seed: int, flags: list[str], name: str) -> float:
 def finetune(seed: int, flags: list[str], name: str) -> float:
     folder = OUT / name / f"seed{seed}"  # the demo writes logs/ where it runs
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "project.finetune_demo", "--seed_everything", str(seed),
+    demo = ROOT / "scripts" / "finetune_demo.py"
+    command = [sys.executable, demo, "--seed_everything", str(seed),
                *flags, "--trainer.enable_progress_bar", "false"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(command, check=True, capture_output=True, cwd=folder, env=env)

@@ -13,8 +13,8 @@ import torch
 from lightning import LightningModule, Trainer, seed_everything
 from torch.optim import Optimizer
 
+from project.callbacks.backbone_freeze import BackboneFreeze
 from project.data.digits import DigitsDataModule
-from project.finetuning import BackboneFreeze
 from project.models.image import ImageClassifier
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from project.cli import main
-from project.setting_checks import RANGES
+from project.cli.setting_checks import RANGES
 from tests.conftest import QUIET, SEQUENCE, cli, cli_process
 
 GRU = SEQUENCE / "gru.yaml"
@@ -174,7 +174,8 @@ CATALOGUE = {
     ),
 }
 
-# a value Lightning accepts but that makes no sense, for each setting of project/setting_checks.py
+# a value Lightning accepts but that makes no sense, for each setting of
+# project/cli/setting_checks.py
 OUT_OF_RANGE = {
     "accumulate_grad_batches": "-2",  # trained the model backwards
     "min_epochs": "-1",

@@ -1,6 +1,6 @@
 """Every model and DataModule class that the package exports builds with small settings, takes one
 batch through fit, validate and predict, and declares the facts that the CLI links from the data
-into the model (`num_outputs`, `task`, `input_size`: `link_arguments` in project/cli.py).
+into the model (`num_outputs`, `task`, `input_size`: `link_arguments` in project/cli/app.py).
 
 A class exported without an entry below fails `test_every_exported_class_has_an_entry`. Data
 that comes from files gets small ones in the real on-disk format (tests/image_files.py).

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from project.provenance import git_state
+from project.cli.provenance import git_state
 from tests.conftest import QUIET, ROOT, SEQUENCE, cli_process
 
 pytestmark = pytest.mark.slow  # four processes, each a fresh start of torch and Lightning

@@ -10,9 +10,9 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch.optim import Optimizer
 
+from project.callbacks.backbone_freeze import is_batch_norm
 from project.data.digits import DigitsDataModule
 from project.errors import UserError
-from project.finetuning import is_batch_norm
 from project.models.image import ImageClassifier
 from tests.conftest import CONFIGS, QUIET, ROOT, cli_process
 

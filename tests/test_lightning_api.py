@@ -11,8 +11,8 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from project.checkpoints import BestAndLastCheckpoint
-from project.resume import LastCheckpoint
+from project.callbacks.best_and_last import BestAndLastCheckpoint
+from project.callbacks.last_checkpoint import LastCheckpoint
 
 
 class RecordedWrites(TorchCheckpointIO):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from project.summary import print_run_summary, summary_lines
+from project.cli.summary import print_run_summary, summary_lines
 from tests.conftest import CONFIGS, QUIET, SEQUENCE, cli, cli_process, run_dirs, saved_step
 
 

@@ -12,7 +12,8 @@ from lightning import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import project.runs
-from project.callbacks import MetricsFile
+from project.callbacks.metrics_file import MetricsFile
+from project.cli.summary import summary_lines
 from project.errors import UserError
 from project.runs import (
     CheckpointReads,
@@ -24,7 +25,6 @@ from project.runs import (
     run_of_checkpoint,
     slurm_run_folder,
 )
-from project.summary import summary_lines
 
 
 @pytest.fixture

@@ -174,7 +174,7 @@ def test_compile_network_compiles_the_net() -> None:
     from torch._dynamo import reset
     from torch._dynamo.backends.registry import register_backend
 
-    from project.compile import CompileNetwork
+    from project.callbacks.compile_network import CompileNetwork
 
     graphs = []
 
@@ -211,7 +211,7 @@ def test_signalled_run_resumes_mid_epoch_exactly(workdir: Path) -> None:
         "project",
         *map(str, common),
         "--trainer.callbacks+",
-        "project.requeue.Requeue",
+        "project.callbacks.Requeue",
     ]
     stopped = subprocess.Popen(
         [sys.executable, *command, *slow],

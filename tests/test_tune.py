@@ -82,7 +82,7 @@ def test_bad_tune_options_are_one_line(
 def test_the_finder_curve_of_a_constant_loss_is_flat() -> None:
     """Lightning 2.6's smoothing as it runs (a running average divided by 1 - 0.98^(i + 2)
     after batch i): its first point is half a constant loss; corrected, every point equals it."""
-    from project.tune import unbiased
+    from project.cli.tune import unbiased
 
     average, lightning = 0.0, []
     for i in range(50):
@@ -93,7 +93,7 @@ def test_the_finder_curve_of_a_constant_loss_is_flat() -> None:
 
 
 def test_the_suggestion_is_a_tenth_of_the_lowest_loss_rate() -> None:
-    from project.tune import tenth_of_lowest
+    from project.cli.tune import tenth_of_lowest
 
     lrs = [10 ** (-5 + i / 10) for i in range(50)]  # 1e-5 … ~0.8
     losses = [2.3 - 0.5 * (lr > 1e-3) * min(lr, 0.1) / 0.1 + 5 * (lr > 0.3) for lr in lrs]

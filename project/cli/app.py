@@ -12,20 +12,22 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.optim import Optimizer
 
-from project.callbacks import MetricsFile, StopOnNonFiniteLoss
-from project.carried_settings import CarriedSettingsNote
-from project.checkpoints import AtomicCheckpointIO, BestAndLastCheckpoint
+from project.callbacks.best_and_last import BestAndLastCheckpoint
+from project.callbacks.last_checkpoint import LastCheckpoint, resumed_step
+from project.callbacks.metrics_file import MetricsFile
+from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
+from project.callbacks.predictions_file import PredictionsFile
+from project.checkpoints import AtomicCheckpointIO
+from project.cli.carried_settings import CarriedSettingsNote
 from project.cli.errors import ConciseArgumentParser
 from project.cli.run_config import RunConfigFile
 from project.cli.run_folder import name_experiment, start_run_folder, use_run_folder
+from project.cli.setting_checks import check_settings
+from project.cli.summary import print_run_summary
 from project.errors import UserError
 from project.launch_checks import check_launch, run_here
-from project.predictions import PredictionsFile
-from project.resume import LastCheckpoint, resumed_step
 from project.runs import CONFIG, CheckpointReads, other_data_name
-from project.setting_checks import check_settings
-from project.summary import print_run_summary
-from project.trial import reporter_from_env
+from project.search.trial import reporter_from_env
 
 TRAINER_DEFAULTS = {
     # `name` (the experiment) is filled in by ProjectCLI; no placeholder hp_metric: the hparams
@@ -181,7 +183,7 @@ def make_cli(
         StopOnNonFiniteLoss(),
         CarriedSettingsNote(),
     ]
-    trial = reporter_from_env()  # a search trial (project/trial.py): not in its config.yaml
+    trial = reporter_from_env()  # a search trial (project/search/trial.py): not in its config.yaml
     return cli_class(
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": callbacks + ([trial] if trial else [])},
         save_config_callback=RunConfigFile,

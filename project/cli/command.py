@@ -9,8 +9,8 @@ import torch
 
 from project.cli.app import make_cli
 from project.cli.errors import user_error_in
+from project.cli.lightning_noise import ignore_lightning_noise
 from project.launch_checks import default_threads
-from project.lightning_noise import ignore_lightning_noise
 
 
 def main(args: list[str] | None = None) -> None:
@@ -22,7 +22,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         words = sys.argv[1:] if args is None else args
         if words[:1] == ["tune"]:  # Lightning's finders: not a Trainer method LightningCLI runs
-            from project.tune import tune
+            from project.cli.tune import tune
 
             tune(words[1:])
         else:

@@ -13,7 +13,7 @@ from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
-from project.carried_settings import parsed_with_notes
+from project.cli.carried_settings import parsed_with_notes
 from project.errors import UserError
 
 NOISE = (

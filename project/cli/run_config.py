@@ -3,8 +3,8 @@
 from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
+from project.cli.provenance import save_provenance
 from project.cli.run_folder import without_run_identity
-from project.provenance import save_provenance
 from project.runs import holds
 
 

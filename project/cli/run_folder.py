@@ -7,8 +7,8 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 
+from project.callbacks.last_checkpoint import resumed_step
 from project.errors import UserError
-from project.resume import resumed_step
 from project.runs import (
     CONFIG,
     CheckpointReads,

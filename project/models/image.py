@@ -9,9 +9,9 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
+from project.callbacks.backbone_freeze import BackboneFreeze, is_batch_norm
 from project.errors import UserError
 from project.figures import TensorBoardFigures
-from project.finetuning import BackboneFreeze, is_batch_norm
 from project.models.backbones import SMALL_CNN, build_network, head_keys, load_backbone
 from project.models.supervised import SupervisedModule
 from project.task import Task

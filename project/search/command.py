@@ -17,8 +17,8 @@ trial. A worker killed outright leaves its trial without heartbeats: after `--st
 seconds another worker (or a rerun of the command) fails it and runs it again, with the same
 values, from its last checkpoint. Rerunning the command resumes the study until the budget is met.
 
-This module is the command line; the study is project/search_study.py, a worker
-project/search_worker.py.
+This module is the command line; the study is project/search/study.py, a worker
+project/search/worker.py.
 """
 
 import argparse
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from project.errors import UserError
 from project.launch_checks import usable_cores
-from project.search_report import write_report
-from project.search_study import Search, child_env
-from project.search_worker import SearchWorker
+from project.search.report import write_report
+from project.search.study import Search, child_env
+from project.search.worker import SearchWorker
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -127,7 +127,3 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""The offline fine-tuning demo, `make finetune` (or `python -m project.finetune_demo [FLAGS]`).
+"""The offline fine-tuning demo, `make finetune` (or `python scripts/finetune_demo.py [FLAGS]`).
 
 1. `configs/image/finetune_stage1.yaml`: a ResNet-18 learns MNIST-1D digits 0-4, drawn as line
    plots, from scratch.

@@ -1,24 +1,23 @@
-"""Callbacks every run gets."""
+"""`metrics.json` and the hparams tab: a run's final metrics beside its hyperparameters."""
 
 import json
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from project.errors import TrainingDiverged
-from project.run_hparams import run_hparams, tab_values
+from project.callbacks.run_hparams import run_hparams, tab_values
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
-from project.trial import trial_hparams
+from project.search.trial import trial_hparams
 
 
 def hparams_of(trainer: Trainer, log_dir: Path) -> dict[str, Any]:
-    """The run's hyperparameters (`project.run_hparams`): from the `config.yaml` in `log_dir` it
-    was started with, or, for a Trainer built without the CLI, the model's and data's own."""
+    """The run's hyperparameters (`project.callbacks.run_hparams`): from the `config.yaml` in
+    `log_dir` it was started with, or, for a Trainer built without the CLI, the model's and
+    data's own."""
     config = log_dir / CONFIG
     if config.is_file():
         return run_hparams(yaml.safe_load(config.read_text()))
@@ -92,70 +91,3 @@ class MetricsFile(Callback):
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, ("test/",))
-
-
-class StopOnNonFiniteLoss(Callback):
-    """Stops at the first NaN or infinite training loss, naming the step, the metric and the
-    checkpoint to go back to. Raising before the next checkpoint is saved keeps the last good
-    checkpoint from being overwritten with broken weights.
-
-    A step costs no host sync and no collective: its loss is kept (detached, on the device) and
-    the losses are read together every `trainer.log_every_n_steps` steps, before validation, at
-    the epoch's end and before any checkpoint is written (one sync, and one all-reduce under
-    DDP, per check). On a GPU a per-step check would stall the queue of kernels every step.
-    """
-
-    def __init__(self) -> None:
-        self.unchecked: list[tuple[int, int, torch.Tensor]] = []  # (step, epoch, loss)
-
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        self.unchecked.append((trainer.global_step, trainer.current_epoch, loss.detach()))
-        if len(self.unchecked) >= max(trainer.log_every_n_steps, 1):
-            self.check(trainer)
-
-    def check(self, trainer: Trainer) -> None:
-        """Raises if a loss since the last check was not finite, on every rank together (the
-        healthy ones would otherwise wait forever in the next all-reduce)."""
-        if not self.unchecked:
-            return
-        unchecked, self.unchecked = self.unchecked, []
-        finite = torch.isfinite(torch.stack([loss for _, _, loss in unchecked]).float())
-        # a step's loss is a scalar, or one value per sample (`finite` then has a second axis)
-        finite = finite.reshape(len(unchecked), -1).all(dim=1)
-        if trainer.strategy.reduce_boolean_decision(not bool(finite.all()), all=False):
-            # this rank's first broken step; a healthy rank names its newest one
-            index = int((~finite).nonzero()[0]) if not finite.all() else len(unchecked) - 1
-            step, epoch, loss = unchecked[index]
-            self._stop(trainer, "train/loss", float(loss.float().mean()), step, epoch)
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.check(trainer)  # else a broken step would show as "val/loss became nan"
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.check(trainer)
-
-    def on_save_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        # every rank builds the checkpoint (`Trainer.save_checkpoint`), so the check's
-        # all-reduce is met; raising here keeps the file from being written
-        self.check(trainer)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        loss = trainer.callback_metrics.get("val/loss")
-        if not trainer.sanity_checking and loss is not None and not torch.isfinite(loss):
-            self._stop(trainer, "val/loss", float(loss), trainer.global_step, trainer.current_epoch)
-
-    @staticmethod
-    def _stop(trainer: Trainer, metric: str, value: float, step: int, epoch: int) -> None:
-        checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-        raise TrainingDiverged(
-            f"{metric} became {value} at step {step} (epoch {epoch}); "
-            f"training stopped, last good checkpoint: {checkpoint}. Lower the learning rate or "
-            "clip gradients (--trainer.gradient_clip_val 1.0)"
-        )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightning import Trainer
 
-from project.resume import StopOnSignal
+from project.callbacks.signals import StopOnSignal
 from project.runs import hpc_checkpoints, next_hpc_checkpoint, slurm_job
 
 

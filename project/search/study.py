@@ -1,5 +1,5 @@
 """A search's study: where it lives, what each trial runs, and the checks made before anything
-is written. The command line is project/search.py, a worker project/search_worker.py."""
+is written. The command line is project/search/command.py, a worker project/search/worker.py."""
 
 import argparse
 import os
@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 from project.errors import UserError
 from project.runs import slurm_job
-from project.search_space import example_value, flags, read_space
-from project.trial import make_storage
+from project.search.space import example_value, flags, read_space
+from project.search.trial import make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -67,7 +67,7 @@ class Search:
             Path(self.storage_url).parent.mkdir(parents=True, exist_ok=True)
         try:
             storage = make_storage(self.storage_url)
-            # the pruner acts in the trials' processes (project/trial.py), not here
+            # the pruner acts in the trials' processes (project/search/trial.py), not here
             sampler = optuna.samplers.TPESampler(seed=self.args.seed + worker)
             if direction is None:
                 return optuna.load_study(study_name=self.name, storage=storage, sampler=sampler)

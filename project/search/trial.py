@@ -1,5 +1,5 @@
 """The fit side of a search trial: an ordinary `python -m project fit`, started by a search
-worker (project/search_worker.py) with `PROJECT_TRIAL` in its environment, which adds
+worker (project/search/worker.py) with `PROJECT_TRIAL` in its environment, which adds
 `TrialReporter`.
 
 The environment, not a callback in the command line, so that the run's `config.yaml` stays the

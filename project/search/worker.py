@@ -14,9 +14,9 @@ import optuna
 from optuna.trial import TrialState
 
 from project.runs import latest_checkpoint, slurm_job
-from project.search_space import flags, read_space
-from project.search_study import FINISHED, IN_PLAY, Search, child_env
-from project.trial import ENV, RESULT, make_storage
+from project.search.space import flags, read_space
+from project.search.study import FINISHED, IN_PLAY, Search, child_env
+from project.search.trial import ENV, RESULT, make_storage
 
 
 class SearchWorker(Search):

@@ -1,0 +1,1 @@
+"""Hyperparameter search with Optuna: `python -m project.search` (project/search/command.py)."""

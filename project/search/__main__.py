@@ -1,0 +1,3 @@
+from project.search.command import main
+
+main()
