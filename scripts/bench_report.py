@@ -1,5 +1,6 @@
 """The benchmark's figures: ratios over rounds, and the markdown table of docs/benchmarks.md."""
 
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -18,7 +19,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    # the measurements' threads: the CLI's default (launch_checks.default_threads)
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    return f"CPU: {cpu}, {os.cpu_count()} cores, {threads} torch thread(s) per run"
 
 
 def ratios(runs: list[dict], hand: list[dict], key: str = "samples_per_s") -> list[float]:

@@ -173,6 +173,10 @@ def main() -> None:
     parser.add_argument("--measure", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # profile_steps.py: longer
     args = parser.parse_args()
+    if args.measure:
+        from project.launch_checks import default_threads
+
+        default_threads()  # every path with the threads `python -m project` gives a run
     if args.measure and args.measure[0] == "time_to_accuracy":
         print(json.dumps(time_to_accuracy(args.measure[1], TARGET_ACCURACY, args.quick)))
         return

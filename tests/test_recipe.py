@@ -190,6 +190,7 @@ def test_mixing_blends_the_loss_targets_and_keeps_true_ones_for_metrics() -> Non
     torch.manual_seed(1)
     loss = model.training_step((images, labels), 0)
     torch.testing.assert_close(loss, F.cross_entropy(model(mixed), soft))
+    model.apply_training_metrics()  # training steps reach the metrics every few steps
     accuracy = model.stage_metrics["train_"]["train/acc"]
     assert accuracy.tp.sum() + accuracy.fn.sum() == len(labels)  # counted against 6 labels
 

@@ -26,6 +26,11 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         given = inspect.signature(ModelCheckpoint).bind(*args, **kwargs)
         given.apply_defaults()
         self.last: ModelCheckpoint | None = None
+        # the last.ckpt checkpoint's step hook only acts when it saves within epochs; skipped
+        # otherwise, as it costs ~0.1 ms a step (its file name is formatted anew every time)
+        self.saves_within_epochs = bool(
+            given.arguments["every_n_train_steps"] or given.arguments["train_time_interval"]
+        )
         if self.save_last is True:
             same = ("dirpath", "save_on_exception", "save_weights_only", "every_n_train_steps")
             same += ("train_time_interval", "every_n_epochs", "save_on_train_epoch_end")
@@ -59,7 +64,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self.refresh_last("on_train_batch_end", trainer, pl_module, outputs, batch, batch_idx)
+        if self.saves_within_epochs:
+            self.refresh_last("on_train_batch_end", trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

@@ -64,8 +64,10 @@ class LossMean(Metric):
         self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
 
-    def update(self, loss: torch.Tensor, weight: torch.Tensor | int) -> None:
-        self.total += loss.float() * weight
+    def update(self, weighted: torch.Tensor, weight: torch.Tensor | int) -> None:
+        """`weighted`: Σ weight·loss of one batch or more (a batch's mean loss times its
+        weight); `weight`: Σ weight of the same batches."""
+        self.total += weighted.float()
         self.weight += weight
 
     def compute(self) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 import copy
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from project.figures import TensorBoardFigures
 from project.models import optimizers
 from project.models.metrics import LossMean, balanced_weights, check_loss_options, task_metrics
 from project.task import Task
+
+# training steps given to the training metrics at once (memory: this many batches' outputs)
+APPLY_EVERY = 16
 
 
 class SupervisedModule(LightningModule):
@@ -75,6 +78,8 @@ class SupervisedModule(LightningModule):
         )
         # the epoch's loss as a metric too, exact over samples and ranks (see `LossMean`)
         self.stage_losses = nn.ModuleDict({s: LossMean() for s in ("train_", "val_", "test_")})
+        # training steps not yet given to the training metrics (`apply_training_metrics`)
+        self.unapplied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = []
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
         # drawn at the end of each validation and test by project.figures.TensorBoardFigures
         stages = ("val_", "test_") if task == "classification" else ()
@@ -151,8 +156,17 @@ class SupervisedModule(LightningModule):
             targets = targets.to(outputs.dtype)
         # the metrics are logged once, at the epoch's end (`log_epoch_metrics`): each `self.log`
         # call costs Lightning ~0.2 ms, as much as a small model's whole step
-        self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
-        self.stage_losses[f"{stage}_"].update(loss.detach(), self.batch_weight(loss_targets))
+        weight = self.batch_weight(loss_targets)
+        weighted = loss.detach().float() * weight  # the epoch's loss sums these (`LossMean`)
+        if stage == "train":
+            # kept, and given to the metrics together every few steps: their updates cost
+            # ~0.15 ms in each step of a small model (docs/benchmarks.md); the counts are the same
+            self.unapplied.append((outputs.detach(), targets, weighted, weight))
+            if len(self.unapplied) >= APPLY_EVERY:
+                self.apply_training_metrics()
+        else:
+            self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
+            self.stage_losses[f"{stage}_"].update(weighted, weight)
         if stage == "train" and self.step_is_written():
             # the step's loss, this rank's batch alone (no collective per step), logged only on
             # the steps Lightning writes: a `self.log` call costs ~0.4 ms (docs/benchmarks.md)
@@ -160,6 +174,17 @@ class SupervisedModule(LightningModule):
         if f"{stage}_" in self.confusion:
             self.confusion[f"{stage}_"].update(outputs.detach(), targets)
         return loss
+
+    def apply_training_metrics(self) -> None:
+        """Updates the training metrics with the steps kept since the last update."""
+        if not self.unapplied:
+            return
+        outputs, targets, weighted, weights = zip(*self.unapplied, strict=True)
+        self.unapplied = []
+        self.stage_metrics["train_"].update(torch.cat(outputs), torch.cat(targets))
+        # class weights make a batch's weight a tensor (on the device), else it is its size
+        weight = torch.stack(weights).sum() if torch.is_tensor(weights[0]) else sum(weights)
+        self.stage_losses["train_"].update(torch.stack(weighted).sum(), weight)
 
     def step_is_written(self) -> bool:
         """Whether Lightning writes this training step's logged values to the loggers: every
@@ -198,6 +223,7 @@ class SupervisedModule(LightningModule):
         return outputs.softmax(-1) if self.task == "classification" else outputs
 
     def on_train_epoch_end(self) -> None:
+        self.apply_training_metrics()
         self.log_epoch_metrics("train")
 
     def on_test_epoch_end(self) -> None:
