@@ -43,13 +43,13 @@ PARTS: list[tuple[str, str | None, str]] = [
     ("Lightning's closure and optimizer wrapper", None, "lightning/pytorch/loops/optimization/"),
     ("Lightning's callbacks", None, "lightning/pytorch/callbacks/"),
     ("the template's callbacks", None, "project/"),  # below the model's files: see `part_of`
-    ("the benchmark: its step clock, the hand loop's own lines", None, "scripts/bench_paths.py"),
+    ("the benchmark: its step clock, the hand loop's own lines", None, "bench_paths.py"),
     ("Lightning's loop, hooks and strategy", None, "lightning/"),
 ]
 STEP_FRAMES = {  # a sample is part of a training step when one of its frames is this
     "template": ("advance", "lightning/pytorch/loops/training_epoch_loop.py"),
     "lightning": ("advance", "lightning/pytorch/loops/training_epoch_loop.py"),
-    "hand": ("train_by_hand", "scripts/bench_paths.py"),
+    "hand": ("train_by_hand", "bench_paths.py"),
 }
 
 
