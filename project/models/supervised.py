@@ -13,6 +13,7 @@ from torchmetrics import MaxMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from project.figures import TensorBoardFigures
+from project.loggers import step_is_written
 from project.models import optimizers
 from project.models.metrics import LossMean, balanced_weights, check_loss_options, task_metrics
 from project.task import Task
@@ -167,7 +168,7 @@ class SupervisedModule(LightningModule):
         else:
             self.stage_metrics[f"{stage}_"].update(outputs.detach(), targets)
             self.stage_losses[f"{stage}_"].update(weighted, weight)
-        if stage == "train" and self.step_is_written():
+        if stage == "train" and step_is_written(self):
             # the step's loss, this rank's batch alone (no collective per step), logged only on
             # the steps Lightning writes: a `self.log` call costs ~0.4 ms (docs/benchmarks.md)
             self.log("train/loss_step", loss, prog_bar=True)
@@ -185,20 +186,6 @@ class SupervisedModule(LightningModule):
         # class weights make a batch's weight a tensor (on the device), else it is its size
         weight = torch.stack(weights).sum() if torch.is_tensor(weights[0]) else sum(weights)
         self.stage_losses["train_"].update(torch.stack(weighted).sum(), weight)
-
-    def step_is_written(self) -> bool:
-        """Whether Lightning writes this training step's logged values to the loggers: every
-        `trainer.log_every_n_steps` optimizer steps, the last step of a stopping run, and every
-        step of a `fast_dev_run` (its logger connector's rule, with the public step counter;
-        tests/test_training.py fails if the two ever disagree)."""
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # a step called by hand: nothing writes it
-            return False
-        every = trainer.log_every_n_steps
-        if trainer.fast_dev_run or trainer.should_stop:
-            return True
-        return every > 0 and (self.global_step + 1) % every == 0
 
     def log_epoch_metrics(self, stage: str) -> None:
         # Metric objects: Lightning computes them (synced across ranks) and resets them. The
