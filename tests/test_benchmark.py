@@ -31,3 +31,15 @@ def test_template_and_hand_written_loop_take_identical_steps(tmp_path: Path) -> 
     for path in ("template", "hand"):
         run = results["time_to_accuracy"][path]
         assert 0.1 < run["final_accuracy"] <= 1 and run["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_step_costs_times_every_variant(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "step_costs.py", "--steps", "20", "--rounds", "1"],
+        cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
+    times = {row[0].removeprefix("| "): float(row[1]) for row in rows[2:]}
+    assert {"template", "Lightning alone", "no callbacks", "without MetricsFile"} <= set(times)
+    assert all(ms > 0 for ms in times.values())
