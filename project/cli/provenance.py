@@ -20,7 +20,7 @@ from typing import Any
 from lightning import Trainer
 
 PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics")
-CODE = Path(__file__).resolve().parents[1]  # the folder that holds the `project` package
+CODE = Path(__file__).resolve().parents[2]  # the folder that holds the `project` package
 FILE_NAME = "provenance.json"
 
 

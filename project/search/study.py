@@ -17,7 +17,7 @@ from project.runs import slurm_job
 from project.search.space import example_value, flags, read_space
 from project.search.trial import make_storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 IN_PLAY = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 
