@@ -3,7 +3,6 @@
 from typing import Any
 
 from project.data.base import InMemoryDataModule
-from project.data.base import split_off as split_off  # kept importable here (the README's example)
 from project.task import Task
 
 
