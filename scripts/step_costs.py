@@ -15,8 +15,10 @@ the template without its training metrics; without all its callbacks; without ea
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,9 +107,11 @@ def main() -> None:
     torch.set_num_threads(1)  # as `python -m project` runs (launch_checks.default_threads)
     args, _, warmup, what = WORKLOADS[options.workload]
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(options.rounds):
-        for name, variant in VARIANTS.items():
-            times[name].append(step_ms(args, warmup, options.steps, variant))
+    with tempfile.TemporaryDirectory() as folder:  # the runs' logs, as benchmark.py's
+        os.chdir(folder)
+        for _ in range(options.rounds):
+            for name, variant in VARIANTS.items():
+                times[name].append(step_ms(args, warmup, options.steps, variant))
     base = statistics.median(times["template"])
     print(f"{what}: median step, main thread's CPU time, {options.rounds} rounds\n")
     print("| variant | ms/step | against the template |\n| --- | --- | --- |")
