@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from project.runs import METRICS, newest_run
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("logs") / "recipe_table"
 RECIPE = ROOT / "configs" / "recipe"
@@ -37,8 +39,8 @@ def gru(seed: int, flags: list[str], name: str) -> float:
                *flags, "--seed_everything", str(seed), "--experiment", experiment,
                "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
-    run = max(Path("logs", experiment).glob("version_*"), key=lambda p: p.stat().st_mtime)
-    return json.loads((run / "metrics.json").read_text())["test/acc"]
+    run = newest_run(Path("logs", experiment))
+    return json.loads((run / METRICS).read_text())["test/acc"]
 
 
 def finetune(seed: int, flags: list[str], name: str) -> float:
@@ -49,7 +51,7 @@ def finetune(seed: int, flags: list[str], name: str) -> float:
                *flags, "--trainer.enable_progress_bar", "false"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(command, check=True, capture_output=True, cwd=folder, env=env)
-    metrics = json.loads((folder / "logs" / "finetune_demo" / "metrics.json").read_text())
+    metrics = json.loads((folder / "logs" / "finetune_demo" / METRICS).read_text())
     return metrics["stage2/test/acc"]
 
 
