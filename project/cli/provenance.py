@@ -19,6 +19,8 @@ from typing import Any
 
 from lightning import Trainer
 
+from project.runs import run_folder_on_rank_zero
+
 PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics")
 CODE = Path(__file__).resolve().parents[2]  # the folder that holds the `project` package
 FILE_NAME = "provenance.json"
@@ -69,17 +71,15 @@ def provenance() -> dict[str, Any]:
 
 def save_provenance(trainer: Trainer) -> None:
     """Writes `provenance.json` into the run's folder, unless there is one, and adds it to
-    TensorBoard's text tab. Called on rank zero only (`SaveConfigCallback.save_config`), so
-    without `trainer.log_dir`, which would wait for the other ranks."""
-    logger = trainer.logger
-    folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
-    path = Path(folder or trainer.default_root_dir) / FILE_NAME
+    TensorBoard's text tab. Called on rank zero only (`SaveConfigCallback.save_config`)."""
+    folder = run_folder_on_rank_zero(trainer) or Path(trainer.default_root_dir)
+    path = folder / FILE_NAME
     if path.exists():
         return
     text = json.dumps(provenance(), indent=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
-    experiment = getattr(logger, "experiment", None)
+    experiment = getattr(trainer.logger, "experiment", None)
     if hasattr(experiment, "add_text"):
         # four leading spaces: TensorBoard renders the text as markdown, this keeps it verbatim
         experiment.add_text("provenance", "    " + text.replace("\n", "\n    "))
