@@ -38,12 +38,12 @@ class StopOnNonFiniteLoss(Callback):
         if not self.unchecked:
             return
         unchecked, self.unchecked = self.unchecked, []
-        finite = torch.isfinite(torch.stack([loss for _, _, loss in unchecked]).float())
-        # a step's loss is a scalar, or one value per sample (`finite` then has a second axis)
-        finite = finite.reshape(len(unchecked), -1).all(dim=1)
-        if trainer.strategy.reduce_boolean_decision(not bool(finite.all()), all=False):
+        # one value per step, whatever a step's loss is shaped like
+        finite = torch.stack([loss.isfinite().all() for _, _, loss in unchecked])
+        broken_here = not bool(finite.all())  # the one host read of the check
+        if trainer.strategy.reduce_boolean_decision(broken_here, all=False):
             # this rank's first broken step; a healthy rank names its newest one
-            index = int((~finite).nonzero()[0]) if not finite.all() else len(unchecked) - 1
+            index = int((~finite).nonzero()[0]) if broken_here else -1
             step, epoch, loss = unchecked[index]
             self._stop(trainer, "train/loss", float(loss.float().mean()), step, epoch)
 
