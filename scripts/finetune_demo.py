@@ -20,6 +20,7 @@ import torch
 
 from project.cli import main
 from project.runs import METRICS, best_checkpoints, newest_run
+from project.weights import read_weights_file
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "image"
 OUT = Path("logs") / "finetune_demo"
@@ -40,9 +41,8 @@ def fit(config: str, experiment: str, flags: list[str]) -> tuple[float, float, P
 
 def save_network(checkpoint: Path, path: Path) -> None:
     """The checkpoint's network alone, keys without `net.`: what torchvision's files hold."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}, path)
+    torch.save(read_weights_file(checkpoint), path)
 
 
 def run_demo(flags: list[str]) -> dict[str, float]:
