@@ -23,6 +23,7 @@ from lightning import LightningModule, Trainer
 
 from project.callbacks.signals import StopOnSignal
 from project.errors import UserError
+from project.runs import CONFIG, checkpoints_of
 
 
 def rng_states() -> dict[str, Any]:
@@ -77,7 +78,7 @@ class LastCheckpoint(StopOnSignal):
     def path(self, trainer: Trainer) -> Path:
         """Where ModelCheckpoint writes `last.ckpt`, so that there is one latest checkpoint."""
         folder = getattr(trainer.checkpoint_callback, "dirpath", None)
-        return Path(folder or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
+        return Path(folder or checkpoints_of(Path(trainer.default_root_dir))) / "last.ckpt"
 
     def write(self, trainer: Trainer) -> Path:
         path = self.path(trainer)
@@ -89,7 +90,7 @@ class LastCheckpoint(StopOnSignal):
     def save(self, trainer: Trainer, signum: signal.Signals) -> tuple[str, int]:
         path = self.write(trainer)
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
-        config = Path(log_dir or ".") / "config.yaml"
+        config = Path(log_dir or ".") / CONFIG
         again = (
             f"python -m project fit -c {config} --ckpt_path last"
             if config.exists()

@@ -20,6 +20,8 @@ from optuna.visualization import matplotlib as plots  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
+from project.runs import CONFIG  # noqa: E402
+
 PLOTS = {
     "history": plots.plot_optimization_history,
     "importances": plots.plot_param_importances,
@@ -71,9 +73,9 @@ def write_best(study: optuna.Study, folder: Path) -> Path | None:
     """The best complete trial's `config.yaml` as `best.yaml`, run under `<study>_best`."""
     complete = [t for t in ranked(study) if t.state == TrialState.COMPLETE]
     run = Path(complete[0].user_attrs.get("run", "")) if complete else None
-    if run is None or not (run / "config.yaml").exists():
+    if run is None or not (run / CONFIG).exists():
         return None
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((run / CONFIG).read_text())
     config["experiment"] = f"{study.study_name}_best"
     header = (
         f"# The best trial of study {study.study_name} (trial {complete[0].number}, "
