@@ -18,12 +18,15 @@ from project.errors import UserError
 
 
 def split_off(dataset: TensorDataset, size: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
-    """Splits `size` random samples off `dataset`, the same ones for the same seed."""
+    """Splits `size` random samples off `dataset`, the same ones for the same seed (a dataset
+    with a `subset` method, kept on disk, gives two subsets of itself)."""
     n = len(dataset)
     if not 0 < size < n:
         raise UserError(f"validation split of {size} samples must be between 1 and {n - 1}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     rest, held = order[size:].sort().values, order[:size].sort().values
+    if hasattr(dataset, "subset"):
+        return dataset.subset(rest), dataset.subset(held)
     return TensorDataset(*dataset[rest]), TensorDataset(*dataset[held])
 
 

@@ -1,4 +1,5 @@
-"""DataLoaders over in-memory tensors that index a whole batch at once.
+"""DataLoaders over in-memory tensors (or `.npy` files, `sequence_arrays.py`) that index a whole
+batch at once.
 
 `DataLoader` hands a dataset's `__getitems__` the list of a batch's indices when it has one;
 indexing each tensor with that list returns the stacked batch directly, so the loader skips
@@ -7,12 +8,14 @@ ordinary, so Lightning can still swap in distributed, sequential or overfitting 
 """
 
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from project.data.resumable import ResumableLoader, SeededShuffle
 
 
 class TensorBatches(TensorDataset):
+    pure_reads = True  # a read draws no random numbers: a resume skips batches without reading
+
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)
         return tuple(tensor[index] for tensor in self.tensors)
@@ -23,7 +26,7 @@ def already_collated(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...
 
 
 def batch_loader(
-    dataset: TensorDataset,
+    dataset: Dataset,
     batch_size: int,
     shuffle: bool,
     drop_last: bool = False,
@@ -32,7 +35,8 @@ def batch_loader(
     pin_memory: bool = False,
     persistent_workers: bool = False,
 ) -> DataLoader:
-    dataset = TensorBatches(*dataset.tensors)
+    if isinstance(dataset, TensorDataset):  # else a dataset that reads whole batches itself
+        dataset = TensorBatches(*dataset.tensors)
     # `sampler` and no `shuffle` argument: Lightning reads a `shuffle=False` as "do not shuffle
     # under DDP either"; a resumable loader so that a mid-epoch checkpoint resumes exactly
     return ResumableLoader(

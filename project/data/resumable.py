@@ -8,8 +8,14 @@ interrupted one:
   DistributedSampler, and not of how much the global RNG was used before the epoch began;
 - the loader counts the batches it handed out and, after a restore, replays the epoch's order and
   skips that many.
+
+Skipped batches are read and dropped, so that randomness drawn while reading (an image folder's
+augmentation, in the DataLoader workers) repeats as well. A dataset whose reads draw nothing says
+so with `pure_reads = True` (tensors, `.npy` files on disk): its skipped batches are not read at
+all, and a resume deep into an epoch of a data set larger than memory starts at once.
 """
 
+import itertools
 import os
 from collections.abc import Iterator, Sized
 from typing import Any
@@ -40,18 +46,44 @@ class SeededShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+class SkippedIndices:
+    """The loader's batches of indices, less the first `skip` of the next pass: what a loader
+    over a dataset with `pure_reads` iterates, so that skipped batches are never read."""
+
+    def __init__(self, loader: "ResumableLoader") -> None:
+        self.loader, self.skip = loader, 0
+
+    def __len__(self) -> int:  # DataLoader's len: the whole pass, as Lightning counts it
+        return len(self.loader.batch_sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # called more than once per pass (torch's worker iterator calls it again in `_reset`):
+        # the loader sets `skip` before it makes the pass's iterator, and clears it after
+        return itertools.islice(iter(self.loader.batch_sampler), self.skip, None)
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader whose position in the epoch is part of Lightning's checkpoints.
 
-    Skipped batches are fetched and dropped (cheap for in-memory tensors; a loader over costly
-    files would rather skip sampler indices). A checkpoint taken at the end of an epoch cut short
-    by `limit_train_batches` resumes at that offset of the next epoch's order, not at its start.
+    A checkpoint taken at the end of an epoch cut short by `limit_train_batches` resumes at that
+    offset of the next epoch's order, not at its start.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._handed_out = 0  # batches of the current pass given to the training loop
         self._resume: dict | None = None
+        self._skipped_indices = SkippedIndices(self)
+
+    @property
+    def _index_sampler(self) -> Any:
+        # torch's iterators read batches of indices from this DataLoader property (public in
+        # effect: every torch since 1.2 has it; tests/test_big_sequences.py counts the reads);
+        # a persistent-workers iterator keeps the object it got, so `skip` lives in a fixed one
+        pure_reads = getattr(self.dataset, "pure_reads", False)
+        if pure_reads and self.batch_sampler is not None and hasattr(self, "_skipped_indices"):
+            return self._skipped_indices
+        return super()._index_sampler
 
     def state_dict(self) -> dict:
         epoch = getattr(self.sampler, "epoch", None)  # SeededShuffle or DistributedSampler
@@ -74,8 +106,11 @@ class ResumableLoader(DataLoader):
         seed = getattr(self.sampler, "seed", None)
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.generator = torch.Generator().manual_seed(seed + getattr(self.sampler, "epoch", 0))
+        skips_reads = self._index_sampler is self._skipped_indices
+        self._skipped_indices.skip = resume["batches"] if skips_reads else 0
         batches = super().__iter__()
-        for _ in range(resume["batches"]):
+        self._skipped_indices.skip = 0
+        for _ in range(0 if skips_reads else resume["batches"]):
             next(batches)
         self._handed_out = resume["batches"]
         return self._counted(batches)

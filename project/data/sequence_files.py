@@ -4,6 +4,9 @@ Each file holds `x` shaped `(samples, time)` or `(samples, time, features)`, `y`
 `(samples,)` (class indices, or values for regression) or `(samples, outputs)`, and optionally
 `lengths` `(samples,)` when sequences are zero-padded to a common length. A `predict` file may
 leave out `y`: new samples to label.
+
+For data larger than memory, give a folder instead of a file: `x.npy`, `y.npy` and optionally
+`lengths.npy` in it, `x` read from disk a batch at a time (`sequence_arrays.py`).
 """
 
 import zipfile
@@ -12,10 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import TensorDataset
 
 from project.data.base import split_off
+from project.data.sequence_arrays import (
+    SequenceArrays,
+    labels_and_lengths,
+    open_sequence_folder,
+    warn_if_zero_padded,
+)
 from project.data.sequences import SequenceDataModule
 from project.errors import UserError
 from project.task import Task
@@ -24,14 +32,19 @@ EXPECTED = "x (samples, time[, features]), y (samples[, outputs]), optional leng
 UNLABELLED = "x (samples, time[, features]), optional y and lengths (samples,)"
 
 
-def load_sequences(path: str | Path, task: Task, labelled: bool = True) -> TensorDataset:
-    """Reads and checks one file; every problem is a one-line `UserError` naming the file.
+def load_sequences(
+    path: str | Path, task: Task, labelled: bool = True
+) -> TensorDataset | SequenceArrays:
+    """Reads and checks one file (or opens a folder of `.npy` files, read a batch at a time);
+    every problem is a one-line `UserError` naming the file.
 
     With `labelled=False` (samples to predict) `y` may be missing: each sample then gets the
     placeholder target -1 (NaN for regression), which `predict_step` ignores.
     """
     path = Path(path)
     expected = EXPECTED if labelled else UNLABELLED
+    if path.is_dir():
+        return open_sequence_folder(path, task, labelled)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist (expected a .npz or .pt with {expected})")
     try:
@@ -52,31 +65,14 @@ def load_sequences(path: str | Path, task: Task, labelled: bool = True) -> Tenso
         x = x.unsqueeze(-1)
     if x.dim() != 3:
         raise UserError(f"data file {path}: x has shape {tuple(x.shape)}, expected {expected}")
-    if y is not None and (len(y) != len(x) or y.dim() > 2):
-        raise UserError(f"data file {path}: y has shape {tuple(y.shape)}, expected ({len(x)},)")
     if len(x) == 0:
         raise UserError(f"data file {path} holds no samples")
-    for name, values in (("x", x), ("y", y)):
-        if values is not None and values.is_floating_point() and not torch.isfinite(values).all():
-            raise UserError(f"data file {path}: {name} holds NaN or infinite values")
-    if y is None:
-        y = torch.full((len(x),), -1 if task == "classification" else float("nan"))
-    if task == "classification":
-        if y.dim() != 1 or y.is_floating_point() and not torch.equal(y, y.round()):
-            raise UserError(f"data file {path}: classification needs integer labels y ({len(x)},)")
-        y = y.long()
-    else:
-        y = y.float()
-    tensors = [x.float(), y]
-    if lengths is not None:
-        lengths = lengths.long()
-        if lengths.shape != (len(x),) or lengths.min() < 1 or lengths.max() > x.shape[1]:
-            raise UserError(
-                f"data file {path}: lengths must be ({len(x)},) with values in 1..{x.shape[1]}"
-            )
-        tensors.append(lengths)
-    else:
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise UserError(f"data file {path}: x holds NaN or infinite values")
+    y, lengths = labels_and_lengths(path, tuple(x.shape), y, lengths, task)
+    if lengths is None:
         warn_if_zero_padded(path, x)
+    tensors = [x.float(), y, *([] if lengths is None else [lengths])]
     return TensorDataset(*tensors)
 
 
@@ -96,25 +92,12 @@ def read_npz(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def warn_if_zero_padded(path: Path, x: torch.Tensor) -> None:
-    """Warns once when `x`, read without `lengths`, looks zero-padded: the model would read the
-    padding as signal (49.7% accuracy instead of 96.5% on one padded data set)."""
-    zero_steps = (x == 0).all(-1)  # (samples, time)
-    trailing = zero_steps.flip(1).int().cumprod(1).sum(1)  # each sample's zero steps at its end
-    ends_in_zeros = trailing > 0
-    # padding: most samples end in zero steps, not all of them the same number (sequences of
-    # one length have none to vary), and the zeros lie at the ends rather than all through the
-    # sequences (sparse counts, where zero steps are data)
-    if (
-        2 * ends_in_zeros.sum() > len(x)
-        and trailing[ends_in_zeros].unique().numel() > 1
-        and 2 * trailing.sum() > zero_steps.sum()
-    ):
-        rank_zero_warn(
-            f"data file {path}: {int(ends_in_zeros.sum())} of {len(x)} samples end in all-zero "
-            "time steps, as if zero-padded, and the file has no lengths, so the model reads the "
-            f"padding as data: add `lengths` ({len(x)},), each sample's true number of steps"
-        )
+def features(dataset: TensorDataset | SequenceArrays) -> int:
+    return dataset.features if isinstance(dataset, SequenceArrays) else dataset.tensors[0].shape[-1]
+
+
+def targets(dataset: TensorDataset | SequenceArrays) -> torch.Tensor:
+    return dataset.targets if isinstance(dataset, SequenceArrays) else dataset.tensors[1]
 
 
 class SequenceFileDataModule(SequenceDataModule):
@@ -135,7 +118,8 @@ class SequenceFileDataModule(SequenceDataModule):
     ) -> None:
         """
         Args:
-            train, val, test: paths of `.npz` or `.pt` files (see the module docstring).
+            train, val, test: paths of `.npz` or `.pt` files, or of folders of `.npy` files for
+                data larger than memory (see the module docstring).
             predict: a file of samples for `predict`, `y` optional; the test split if unset.
             num_classes: for classification; inferred as `max(y) + 1` over all files if unset.
             val_size: fraction of `train` held out for validation when `val` is not given.
@@ -149,15 +133,15 @@ class SequenceFileDataModule(SequenceDataModule):
             for split, path in files.items()
             if path is not None
         }
-        self.input_size = data["train"].tensors[0].shape[-1]
+        self.input_size = features(data["train"])
         for split, dataset in data.items():
-            if dataset.tensors[0].shape[-1] != self.input_size:
+            if features(dataset) != self.input_size:
                 raise UserError(
-                    f"data file {files[split]}: {dataset.tensors[0].shape[-1]} features per step, "
+                    f"data file {files[split]}: {features(dataset)} features per step, "
                     f"but {train} has {self.input_size}"
                 )
         if task == "classification":
-            labels = torch.cat([d.tensors[1] for s, d in data.items() if s != "predict"])
+            labels = torch.cat([targets(d) for s, d in data.items() if s != "predict"])
             self.num_outputs = num_classes or int(labels.max()) + 1
             if labels.min() < 0 or labels.max() >= self.num_outputs:
                 raise UserError(
@@ -165,7 +149,7 @@ class SequenceFileDataModule(SequenceDataModule):
                     f"{int(labels.max())} (set data.init_args.num_classes or fix the files)"
                 )
         else:
-            y = data["train"].tensors[1]
+            y = targets(data["train"])
             self.num_outputs = 1 if y.dim() == 1 else y.shape[1]
         if "val" not in data:
             held = max(1, round(val_size * len(data["train"])))
