@@ -17,8 +17,10 @@ from project.data.image_folder import ImageFolderDataModule
 from project.data.mnist import MNISTDataModule
 from project.data.mnist1d_images import MNIST1DImagesDataModule
 from project.errors import UserError
+from tests.callbacks import callback_flag
 from tests.conftest import CONFIGS, QUIET, cli, run_dirs, saved_step
 from tests.image_files import write_cifar10, write_image_folder, write_mnist
+from tests.test_big_sequences import here, recorded
 
 
 def test_digits_are_uint8_images_with_the_chosen_classes_relabelled() -> None:
@@ -291,3 +293,28 @@ def test_a_last_batch_of_one_image_is_dropped_so_batchnorm_can_train(workdir: Pa
     )
     (run,) = run_dirs(workdir, "small_cnn")
     assert saved_step(run) == 2 * 2  # two full batches an epoch; the seventh image out
+
+
+def test_image_folder_resumes_mid_epoch_to_the_same_weights(workdir: Path) -> None:
+    """Ctrl-C at step 6 (epoch 1, batch 2) and a resume end with bitwise the weights of a run
+    never stopped: the same images in the same order, cropped and flipped the same way in the
+    DataLoader workers."""
+
+    write_image_folder(workdir / "pets", {"cat": 10, "dog": 10})  # 14 train: 4 batches of 4
+    common = ["-c", CONFIGS / "image" / "small_cnn.yaml", "--data", "ImageFolderDataModule",
+        "--data.root", workdir / "pets", "--data.image_size", "16", "--data.batch_size", "4",
+        "--data.num_workers", "2", "--trainer.max_epochs", "2", "--seed_everything", "7",
+        *QUIET]  # fmt: skip
+    cli("fit", *common, "--experiment", "whole", *callback_flag("SaveWeights", folder="whole"))
+    with pytest.raises(SystemExit, match="130"):
+        cli("fit", *common, "--experiment", "cut", *here("RecordTargets", path="cut"),
+            *here("CtrlCAtStep", step=6))  # fmt: skip
+    assert len(recorded(workdir / "cut-rank0.jsonl")) == 6
+    (cut,) = run_dirs(workdir, "cut")
+    cli("fit", "-c", cut / "config.yaml", "--ckpt_path", "last",
+        *callback_flag("SaveWeights", folder="rest"), *QUIET)  # fmt: skip
+    assert len(recorded(workdir / "cut-rank0.jsonl")) == 8
+    whole = torch.load(workdir / "whole" / "weights-rank0.pt", weights_only=True)["weights"]
+    rest = torch.load(workdir / "rest" / "weights-rank0.pt", weights_only=True)["weights"]
+    for key, value in whole.items():
+        assert torch.equal(value, rest[key]), key

@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 
 from project.data.augmentation import Policy, check_recipe, recipe_steps
 from project.data.base import SplitsDataModule
+from project.data.resumable import ResumableLoader, SeededShuffle
 from project.errors import UserError
 from project.task import Task
 
@@ -50,7 +51,8 @@ class UnlabelledImages(Dataset):
 class ImageFolderDataModule(SplitsDataModule):
     """`root/{train,val,test}/<class>/<image>`, or `root/<class>/<image>` split with a fixed seed.
 
-    Images are read when drawn (in `num_workers` processes), so a folder of any size fits; each
+    Images are read when drawn (in `num_workers` processes), so a folder of any size fits, and a
+    run resumes mid-epoch exactly, augmentation included when it is drawn in workers; each
     is converted to RGB and brought to `image_size`: a random resized crop and a flip for
     training (with `augment`), a resize and a center crop otherwise. The model then applies
     its weights' preprocessing; the default 256 is what ResNet's weights resize to before their
@@ -177,11 +179,14 @@ class ImageFolderDataModule(SplitsDataModule):
     ) -> DataLoader:
         if not len(self.datasets.get(split, ())):
             raise UserError(f"{self.root} has no {split} images")
-        return DataLoader(
-            self.datasets[split],
+        dataset = self.datasets[split]
+        # as batch_loader does: a seeded order and the position in the checkpoint, so that a
+        # mid-epoch resume is exact; the skipped batches are read again (their augmentation,
+        # drawn in the workers, then repeats), not a sampler's shuffle=False that DDP would keep
+        return ResumableLoader(
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
+            sampler=SeededShuffle(dataset) if shuffle else sampler,
             drop_last=drop_last,
             **self.loader_options,
         )
