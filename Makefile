@@ -15,7 +15,7 @@ WORKERS ?= 4
 SEARCH = -c $(CONFIG) --space $(SPACE) --trials $(TRIALS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep search search-report slurm-search collect slurm-local bench profile export
+.PHONY: help install train resume tune finetune test test-slow test-all lint format tensorboard clean slurm-train sweep search search-report slurm-search collect slurm-local bench profile export gpu-wheels gpu-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -91,6 +91,13 @@ clean: ## Delete logs, caches and .venv
 
 bench: install ## Benchmark the template against a hand-written loop (logs/bench/results.md)
 	$(PY) scripts/benchmark.py
+
+gpu-wheels: install ## Download the wheels gpu-check installs on a GPU machine without jsonargparse or mnist1d (.gpu_wheels/)
+	$(PY) -m pip download --quiet --no-deps --dest .gpu_wheels \
+		$$($(PY) -m pip freeze | grep -iE '^(jsonargparse|docstring.parser|typeshed.client|mnist1d)==')
+
+gpu-check: ## On a GPU: every GPU overlay, ResNet-50 images/s, DDP, an exact resume (logs/gpu_check/; DRY_RUN=1 on a CPU)
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.sh
 
 profile: install ## Where a step's time goes on each benchmark path: flame graphs and a table (logs/profiles/)
 	$(PY) scripts/profile_steps.py $(ARGS)

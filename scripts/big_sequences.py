@@ -32,9 +32,12 @@ VAL_SIZE = 0.02  # of the samples held out and validated once, after the epoch
 
 
 def generate(folder: Path, gigabytes: float, seed: int = 0) -> int:
-    """`x.npy` (samples, 64, 64) float32 of about `gigabytes` GB and `y.npy`, written a chunk
-    at a time (never the whole set in memory); each class adds its own sine to the noise."""
+    """`x.npy` (samples, 16, 256) float32 of about `gigabytes` GB and `y.npy`, written a chunk
+    at a time (never the whole set in memory); each class adds its own sine to the noise. A set
+    already there with that many samples is kept."""
     count = int(gigabytes * 1e9 / (STEPS * FEATURES * 4))
+    if (folder / "y.npy").is_file() and len(np.load(folder / "y.npy")) == count:
+        return count
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     y = rng.integers(0, CLASSES, count)
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, required=True, help="where the data sets go")
     parser.add_argument("--gigabytes", type=float, default=4.0, help="the large set's x.npy")
     parser.add_argument("--small", type=float, default=0.2, help="GB of the in-memory set")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
     parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args()
     large, small = args.folder / "large", args.folder / "small"
@@ -149,12 +152,16 @@ def main() -> None:
     results["small_samples"] = generate(small, args.small, seed=1)
     npz = as_npz(small)
     logs = args.folder / "logs"
+    # the small set's runs with workers are the memory baseline of the large set's: what the
+    # processes hold whatever the data's size
     runs = {
         "large_1_process": (large, args.workers, False),
-        "large_2_ddp_ranks": (large, max(1, args.workers // 2), True),
+        "large_2_ddp_ranks": (large, args.workers, True),
+        "large_2_ddp_ranks_no_workers": (large, 0, True),
+        "small_from_folder_workers": (small, args.workers, False),
+        "small_2_ddp_ranks": (small, args.workers, True),
         "small_in_memory": (npz, 0, False),
         "small_from_folder": (small, 0, False),
-        "small_from_folder_workers": (small, args.workers, False),
     }
     for name, (train, workers, ddp) in runs.items():
         results[name] = fit(train, workers, ddp, logs, args.batch_size)
