@@ -77,9 +77,9 @@ class ResumableLoader(DataLoader):
 
     @property
     def _index_sampler(self) -> Any:
-        # torch's iterators read batches of indices from this DataLoader property (public in
-        # effect: every torch since 1.2 has it; tests/test_big_sequences.py counts the reads);
-        # a persistent-workers iterator keeps the object it got, so `skip` lives in a fixed one
+        # a private DataLoader property, but the one torch's iterators read batches of indices
+        # from (tests/test_big_sequences.py counts the reads: it fails if a torch stops reading
+        # it); a persistent-workers iterator keeps the object it got: `skip` lives in a fixed one
         pure_reads = getattr(self.dataset, "pure_reads", False)
         if pure_reads and self.batch_sampler is not None and hasattr(self, "_skipped_indices"):
             return self._skipped_indices
