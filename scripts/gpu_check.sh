@@ -30,4 +30,5 @@ if [[ -n $missing ]]; then
     --target "$OUT/site" $missing
 fi
 export PYTHONPATH=$PWD:$OUT/site${PYTHONPATH:+:$PYTHONPATH}
-exec "$PYTHON" scripts/gpu_check.py --out "$OUT" ${DRY_RUN:+--dry-run}
+dry=(); [[ ${DRY_RUN:-0} == 1 ]] && dry=(--dry-run)
+exec "$PYTHON" scripts/gpu_check.py --out "$OUT" "${dry[@]}"
