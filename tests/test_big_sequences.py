@@ -170,12 +170,14 @@ def test_workers_resume_at_the_same_batch_on_each_rank(tmp_path: Path, persisten
     shares = []
     for rank in (0, 1):
         share = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=5)
-        whole = [b[1].tolist() for b in batch_loader(dataset, 8, False, sampler=share, **options)]
+        whole = [b[1].tolist() for b in batch_loader(dataset, 8, False, sampler=share)]
         loader = batch_loader(dataset, 8, False, sampler=share, **options)
         assert [b[1].tolist() for b in loader] == whole  # a first pass through the workers
         loader.load_state_dict({"epoch": 0, "batches": 4})
         assert [b[1].tolist() for b in loader] == whole[4:]
         shares.append(sum(whole, []))
+        # persistent workers forked for the next loader would inherit this one's live iterator
+        del loader
     assert len(shares[0]) == len(shares[1]) == 50
     assert sorted(shares[0] + shares[1]) == list(range(100))
 
