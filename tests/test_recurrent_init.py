@@ -109,7 +109,7 @@ def test_the_defaults_are_the_fields_lstm_and_an_unchanged_gru() -> None:
 
 def test_relu_is_the_plain_rnns_only() -> None:
     assert build(cell="rnn", nonlinearity="relu").rnn.nonlinearity == "relu"
-    with pytest.raises(UserError, match="nonlinearity 'relu' is the plain RNN's"):
+    with pytest.raises(UserError, match="nonlinearity 'relu' is the plain RNN's, not the lstm's"):
         build(cell="lstm", nonlinearity="relu")
 
 

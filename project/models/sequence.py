@@ -71,7 +71,10 @@ class RecurrentNet(nn.Module):
     ) -> None:
         super().__init__()
         if nonlinearity != "tanh" and cell != "rnn":
-            raise UserError(f"nonlinearity {nonlinearity!r} is the plain RNN's; cell is {cell!r}")
+            raise UserError(
+                f"nonlinearity {nonlinearity!r} is the plain RNN's, not the {cell}'s: set cell: rnn "
+                "or leave nonlinearity out"
+            )
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = CELLS[cell](
             input_size,
