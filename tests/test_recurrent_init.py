@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from mnist1d.data import get_dataset_args, make_dataset
 from torch import nn
 
 from project.errors import UserError
@@ -135,13 +136,11 @@ def test_a_checkpoint_from_before_the_options_loads_and_predicts_the_same(workdi
     (run / "config.yaml").write_text(yaml.safe_dump(config))
 
     loaded = SequenceClassifier.load_from_checkpoint(old)
-    for name, value in loaded.state_dict().items():
-        if name in state:
-            assert torch.equal(value, state[name]), name
+    weights = loaded.state_dict()
+    for name, value in state.items():
+        assert torch.equal(weights[name], value), name
     cli("predict", "-c", run / "config.yaml", "--ckpt_path", old, *QUIET)
     predicted = np.loadtxt(run / "predictions.csv", delimiter=",", skiprows=1)[:, 2:]
-    from mnist1d.data import get_dataset_args, make_dataset
-
     x = torch.tensor(make_dataset(get_dataset_args())["x_test"], dtype=torch.float32)
     loaded.eval()
     with torch.no_grad():
