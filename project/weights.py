@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torchvision.models import WeightsEnum, get_model_weights, list_models
+from torchvision.transforms import v2
 
 from project.errors import UserError
 
@@ -108,4 +109,16 @@ def preprocessing(
     torchvision weights, else the backbone's DEFAULT ones (training from scratch or a file)."""
     reference = source if isinstance(source, WeightsEnum) else get_model_weights(backbone).DEFAULT
     sizes = {"crop_size": image_size, "resize_size": image_size} if image_size else {}
-    return reference.transforms(**sizes)
+    preset = reference.transforms(**sizes)
+    steps = ("resize_size", "interpolation", "antialias", "crop_size", "mean", "std")
+    if not all(hasattr(preset, step) for step in steps):  # not a classification preset
+        return preset
+    # the same steps as v2 transforms: the preset's normalize asks `(std == 0).any()` of a
+    # tensor, which torch.export cannot trace; v2 checks the numbers it was given instead
+    return v2.Compose(
+        [
+            v2.Resize(preset.resize_size, preset.interpolation, antialias=preset.antialias),
+            v2.CenterCrop(preset.crop_size),
+            v2.Normalize(preset.mean, preset.std),
+        ]
+    )
