@@ -48,6 +48,7 @@ class Exported:
     max_difference: float
     checked: str  # the fresh inputs' sizes: "1×17, 5×49, 3×40 steps" or "batches of 1, 5, 3"
     dynamic: str  # "batch and time", "batch"
+    problem: str | None = None  # why the file was not written
 
 
 def first_tensor(output: object) -> torch.Tensor:
@@ -70,7 +71,7 @@ def sizes(inputs: list[Inputs], dynamic_time: bool) -> str:
 
 
 def max_difference(
-    model: LightningModule, run: Callable[[Inputs], torch.Tensor], inputs: list[Inputs], name: str
+    model: LightningModule, run: Callable[[Inputs], torch.Tensor], inputs: list[Inputs]
 ) -> float:
     """The largest absolute difference between `run` and the checkpoint's model on `inputs`."""
     worst = 0.0
@@ -80,15 +81,15 @@ def max_difference(
         got = first_tensor(run(args)).to(expected.dtype)
         if got.shape != expected.shape:
             raise UserError(
-                f"{name} gives {tuple(got.shape)} where the checkpoint gives"
+                f"it gives {tuple(got.shape)} where the checkpoint gives"
                 f" {tuple(expected.shape)} on inputs {[tuple(a.shape) for a in args]}"
             )
         difference = (got - expected).abs().max().item()
         worst = max(worst, difference)
         if not difference <= TOLERANCE * max(1.0, expected.abs().max().item()):
             raise UserError(
-                f"{name} differs from the checkpoint by {difference:.2g} on inputs"
-                f" {[tuple(a.shape) for a in args]}: not written"
+                f"it differs from the checkpoint by {difference:.2g} on inputs"
+                f" {[tuple(a.shape) for a in args]}"
             )
     return worst
 
@@ -174,22 +175,30 @@ def export(
     dynamic = " and ".join(["batch"] * dynamic_batch + ["time"] * dynamic_time) or "no"
     inputs = probes(example, dynamic_time)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    results = []
     for format in formats:
         path = out / FILES[format]
-        if format == "pt2":
-            run = write_pt2(program, path)
-        elif format == "onnx":
-            run = write_onnx(program, path, names)
-        else:
-            run = write_torchscript(model, example, path)
+        result = Exported(format, path, float("nan"), sizes(inputs, dynamic_time), dynamic)
         try:
-            difference = max_difference(model, run, inputs, path.name)
-        except UserError:
-            path.unlink()  # a file that does not match the checkpoint is not left behind
-            raise
-        written.append(Exported(format, path, difference, sizes(inputs, dynamic_time), dynamic))
-    return written
+            if format == "pt2":
+                run = write_pt2(program, path)
+            elif format == "onnx":
+                run = write_onnx(program, path, names)
+            else:
+                run = write_torchscript(model, example, path)
+            result.max_difference = max_difference(model, run, inputs)
+        except Exception as error:  # one format failing leaves the others written
+            path.unlink(missing_ok=True)  # a file that does not match is not left behind
+            result.problem = one_line(error)
+        results.append(result)
+    return results
+
+
+def one_line(error: Exception) -> str:
+    if isinstance(error, UserError):
+        return str(error)
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first.strip()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,11 +213,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not ckpt.is_file():
             raise UserError(f"checkpoint {ckpt} does not exist")
-        for file in export(ckpt, out, args.to, args.config):
-            print(
-                f"wrote {file.path} ({file.dynamic} dynamic): largest difference from the"
-                f" checkpoint {file.max_difference:.1e} on fresh inputs ({file.checked})"
-            )
+        results = export(ckpt, out, args.to, args.config)
+        for file in results:
+            if file.problem is None:
+                print(
+                    f"wrote {file.path} ({file.dynamic} dynamic): largest difference from the"
+                    f" checkpoint {file.max_difference:.1e} on fresh inputs ({file.checked})"
+                )
+        failed = [
+            f"{file.path.name} not written: {file.problem}" for file in results if file.problem
+        ]
+        if failed:
+            raise UserError("; ".join(failed))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

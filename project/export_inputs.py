@@ -87,29 +87,39 @@ def example_inputs(model: LightningModule, config: dict[str, Any]) -> tuple[Inpu
     The run's data first: its batches have the inputs' true dtype and carry `lengths` when the
     sequences are padded, so the exported model takes what a batch of that data gives `forward`
     (`inputs, lengths` for `(inputs, targets, lengths)` batches). Without data in the config,
-    the model's `example_input_array`.
+    or data that cannot be loaded on this machine, the model's `example_input_array`.
     """
+    problem = "the config names no data"
     if "data" in config:
-        batch = data_batch(config)
-        if isinstance(batch, torch.Tensor):
-            batch = (batch,)
-        if not isinstance(batch, tuple | list) or not all(
-            isinstance(t, torch.Tensor) for t in batch
-        ):
-            raise UserError(
-                "the data's batches are not tuples of tensors: set the model's"
-                " example_input_array to export it"
-            )
-        inputs, *rest = batch
-        args = (inputs, *rest[1:])[: max(1, forward_arity(model))]  # rest[0]: the targets
-        return tuple(example_size(t) for t in args), f"a batch of {type_name(config['data'])}"
+        try:
+            batch = data_batch(config)
+        except Exception as error:  # no data files on this machine, no network to download …
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            problem = f"the run's data cannot be loaded here: {reason}"
+        else:
+            args = batch_inputs(batch, forward_arity(model))
+            if args is not None:
+                return args, f"a batch of {type_name(config['data'])}"
+            problem = "the data's batches are not tuples of tensors"
     example = model.example_input_array
     if example is None:
         raise UserError(
-            f"{type(model).__name__} sets no example_input_array and the config names no data"
-            " to take an example batch from"
+            f"{problem}, and {type(model).__name__} sets no example_input_array to export with"
         )
-    return (example,) if isinstance(example, torch.Tensor) else tuple(example), "the model"
+    example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+    return example, f"the model's example_input_array ({problem})"
+
+
+def batch_inputs(batch: object, arity: int) -> Inputs | None:
+    """What `forward` takes from a batch: `inputs` of `(inputs, targets, *more)` and as many of
+    `more` (`lengths`) as it accepts; a few samples of each."""
+    if isinstance(batch, torch.Tensor):
+        batch = (batch,)
+    if not isinstance(batch, tuple | list) or not all(isinstance(t, torch.Tensor) for t in batch):
+        return None
+    inputs, *rest = batch
+    args = (inputs, *rest[1:])[: max(1, arity)]  # rest[0]: the targets
+    return tuple(example_size(t) for t in args)
 
 
 def type_name(section: dict[str, Any]) -> str:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
+from torchvision import transforms
 from torchvision.models import WeightsEnum, get_model_weights, list_models
 from torchvision.transforms import v2
 
@@ -113,12 +115,11 @@ def preprocessing(
     steps = ("resize_size", "interpolation", "antialias", "crop_size", "mean", "std")
     if not all(hasattr(preset, step) for step in steps):  # not a classification preset
         return preset
-    # the same steps as v2 transforms: the preset's normalize asks `(std == 0).any()` of a
-    # tensor, which torch.export cannot trace; v2 checks the numbers it was given instead
-    return v2.Compose(
-        [
-            v2.Resize(preset.resize_size, preset.interpolation, antialias=preset.antialias),
-            v2.CenterCrop(preset.crop_size),
-            v2.Normalize(preset.mean, preset.std),
-        ]
+    # the preset's own steps, but v2's Normalize: the preset's asks `(std == 0).any()` of a
+    # tensor, which torch.export cannot trace (v2 checks the numbers it was given); v1's resize
+    # and crop, which TorchScript's trace follows (v2's crop rounds a traced size and fails)
+    return nn.Sequential(
+        transforms.Resize(preset.resize_size, preset.interpolation, antialias=preset.antialias),
+        transforms.CenterCrop(preset.crop_size),
+        v2.Normalize(preset.mean, preset.std),
     )

@@ -125,9 +125,9 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         os.chdir(folder)
         for file in export_case(name, folder):
+            result = f"{file.max_difference:.1e}" if file.problem is None else file.problem
             lines.append(
-                f"| {CASES[name][0]} | {file.format} | {file.dynamic} | {file.checked}"
-                f" | {file.max_difference:.1e} |"
+                f"| {CASES[name][0]} | {file.format} | {file.dynamic} | {file.checked} | {result} |"
             )
         print(f"{name}: {time.monotonic() - start:.0f} s", file=sys.stderr)
     table = "\n".join(lines) + "\n"
