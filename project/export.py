@@ -46,6 +46,7 @@ class Exported:
     format: str
     path: Path
     max_difference: float
+    largest_output: float  # the largest |output| of the checkpoint on the same inputs
     checked: str  # the fresh inputs' sizes: "1×17, 5×49, 3×40 steps" or "batches of 1, 5, 3"
     dynamic: str  # "batch and time", "batch"
     problem: str | None = None  # why the file was not written
@@ -72,9 +73,10 @@ def sizes(inputs: list[Inputs], dynamic_time: bool) -> str:
 
 def max_difference(
     model: LightningModule, run: Callable[[Inputs], torch.Tensor], inputs: list[Inputs]
-) -> float:
-    """The largest absolute difference between `run` and the checkpoint's model on `inputs`."""
-    worst = 0.0
+) -> tuple[float, float]:
+    """The largest absolute difference between `run` and the checkpoint's model on `inputs`,
+    and the largest absolute output of the checkpoint's model (the scale it compares to)."""
+    worst, largest = 0.0, 0.0
     for args in inputs:
         with torch.no_grad():
             expected = first_tensor(model(*args))
@@ -85,13 +87,13 @@ def max_difference(
                 f" {tuple(expected.shape)} on inputs {[tuple(a.shape) for a in args]}"
             )
         difference = (got - expected).abs().max().item()
-        worst = max(worst, difference)
+        worst, largest = max(worst, difference), max(largest, expected.abs().max().item())
         if not difference <= TOLERANCE * max(1.0, expected.abs().max().item()):
             raise UserError(
                 f"it differs from the checkpoint by {difference:.2g} on inputs"
                 f" {[tuple(a.shape) for a in args]}"
             )
-    return worst
+    return worst, largest
 
 
 def export_program(model: LightningModule, example: Inputs) -> torch.export.ExportedProgram:
@@ -178,7 +180,7 @@ def export(
     results = []
     for format in formats:
         path = out / FILES[format]
-        result = Exported(format, path, float("nan"), sizes(inputs, dynamic_time), dynamic)
+        result = Exported(format, path, *[float("nan")] * 2, sizes(inputs, dynamic_time), dynamic)
         try:
             if format == "pt2":
                 run = write_pt2(program, path)
@@ -186,7 +188,7 @@ def export(
                 run = write_onnx(program, path, names)
             else:
                 run = write_torchscript(model, example, path)
-            result.max_difference = max_difference(model, run, inputs)
+            result.max_difference, result.largest_output = max_difference(model, run, inputs)
         except Exception as error:  # one format failing leaves the others written
             path.unlink(missing_ok=True)  # a file that does not match is not left behind
             result.problem = one_line(error)

@@ -91,7 +91,7 @@ CASES: dict[str, tuple[str, Path | None, Callable[[Path], list[str]]]] = {
         "Inception v3, CIFAR-10 files, 299×299",
         IMAGE / "inception_v3.yaml",
         images(lambda root: write_cifar10(root, per_file=2), None),
-    ),  # fmt: skip
+    ),
     "readme_conv1d": ("README's ConvNet1D (my_models.py)", None, readme_model),
 }
 FORMATS = ["pt2", "onnx", "torchscript"]
@@ -116,8 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     lines = [
-        "| model | format | dynamic axes | checked on (batch × steps) | max abs difference |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | format | dynamic axes | checked on (batch × steps) | max abs difference"
+        " | largest abs output |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in args.only:
         start = time.monotonic()
@@ -125,7 +126,10 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         os.chdir(folder)
         for file in export_case(name, folder):
-            result = f"{file.max_difference:.1e}" if file.problem is None else file.problem
+            if file.problem is None:
+                result = f"{file.max_difference:.1e} | {file.largest_output:.2g}"
+            else:
+                result = f"not written: {file.problem} |"
             lines.append(
                 f"| {CASES[name][0]} | {file.format} | {file.dynamic} | {file.checked} | {result} |"
             )
