@@ -159,7 +159,9 @@ def test_every_shipped_model_exports_to_every_format(case: str, workdir: Path) -
     pt2, onnx, torchscript = export_case(case, workdir)
     sequences = case in ("gru", "lstm", "rnn") or case.endswith("_lengths")
     for file in (pt2, onnx):
-        assert file.problem is None and file.path.is_file() and file.max_difference < 1e-4
+        assert file.problem is None and file.path.is_file()
+        # an untrained Inception's outputs reach 1e8 in eval: a share of them
+        assert file.max_difference <= 1e-5 * max(1.0, file.largest_output)
         assert file.dynamic == ("batch and time" if sequences else "batch")
     if sequences:
         assert torchscript.problem is None and torchscript.max_difference < 1e-4
