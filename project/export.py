@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from lightning import LightningModule
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from project.errors import UserError
 from project.export_inputs import (
@@ -53,7 +54,7 @@ class Exported:
 
 
 def first_tensor(output: object) -> torch.Tensor:
-    """A model's output, or the first of several (Inception's logits come first)."""
+    """A model's output, or the first of several (a tuple's, the first tensor in it)."""
     return output if isinstance(output, torch.Tensor) else first_tensor(output[0])  # type: ignore[index]
 
 
@@ -115,8 +116,9 @@ def dynamic_axes(program: torch.export.ExportedProgram) -> tuple[bool, bool]:
         for n in program.graph.nodes
         if n.op == "placeholder" and n.name in program.graph_signature.user_inputs
     )
-    shape = first.meta["val"].shape
-    return isinstance(shape[0], torch.SymInt), len(shape) > 1 and isinstance(shape[1], torch.SymInt)
+    # an axis that `Dim.AUTO` let the model fix is a SymInt too, but one with a concrete value
+    dynamic = [not is_concrete_int(size) for size in first.meta["val"].shape]
+    return dynamic[0], len(dynamic) > 1 and dynamic[1]
 
 
 def write_pt2(program: torch.export.ExportedProgram, path: Path) -> Callable:
@@ -162,8 +164,9 @@ def export(
 ) -> list[Exported]:
     """Writes the checkpoint in each of `formats` into `out`, each checked on fresh inputs."""
     config_path = config or beside_checkpoint(checkpoint) / CONFIG
-    model = load_model(checkpoint, read_config(config_path))
-    example, source = example_inputs(model, read_config(config_path))
+    run_config = read_config(config_path)
+    model = load_model(checkpoint, run_config)
+    example, source = example_inputs(model, run_config)
     names = input_names(model, len(example))
     print(
         f"example: {source}: "

@@ -104,6 +104,55 @@ def test_the_readme_model_exports_from_its_own_module(
     assert file.dynamic == "batch and time" and file.max_difference < 1e-5
 
 
+PLAIN = """
+import torch
+from lightning import LightningModule
+from torch import nn
+
+
+class PlainGRU(LightningModule):  # as Lightning's docs write one: no template base class
+    def __init__(self, features: int = 3, hidden: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.gru = nn.GRU(features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+        self.example_input_array = torch.zeros(2, 12, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gru(x)[1][-1])
+"""
+
+
+def test_a_plain_lightning_module_exports_with_its_own_example(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A LightningModule of the user's own module, a config without data: the model's
+    example_input_array. Its own nn.GRU is traced step by step, so the length stays 12."""
+    (workdir / "plain_models.py").write_text(PLAIN)
+    monkeypatch.syspath_prepend(str(workdir))
+    model_config = {"class_path": "plain_models.PlainGRU", "init_args": {"hidden": 5}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump({"model": model_config}))
+    model = load_model_of(workdir, model_config)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"hidden": 5}},
+               workdir / "plain.ckpt")  # fmt: skip
+    export_main([str(workdir / "plain.ckpt"), "--to", "pt2"])
+    out = capsys.readouterr().out
+    assert (
+        "example: the model's example_input_array (the config names no data): x (2, 12, 3)" in out
+    )
+    assert "(batch dynamic)" in out and "(1×12" not in out  # checked on batches of 1, 5, 3
+    program = torch.export.load(workdir / "export" / "model.pt2").module()
+    x = torch.randn(9, 12, 3)
+    torch.testing.assert_close(program(x), model.eval()(x))
+
+
+def load_model_of(folder: Path, model_config: dict) -> torch.nn.Module:
+    from importlib import import_module
+
+    module, name = model_config["class_path"].rsplit(".", 1)
+    return getattr(import_module(module), name)(**model_config["init_args"])
+
+
 def test_the_class_comes_from_the_config_never_the_checkpoint(padded_run: Path) -> None:
     checkpoint = padded_run / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=True)
