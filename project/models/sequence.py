@@ -73,8 +73,8 @@ class RecurrentNet(nn.Module):
         super().__init__()
         if nonlinearity != "tanh" and cell != "rnn":
             raise UserError(
-                f"nonlinearity {nonlinearity!r} is the plain RNN's, not the {cell}'s: set cell: rnn "
-                "or leave nonlinearity out"
+                f"nonlinearity {nonlinearity!r} is the plain RNN's, not the {cell}'s: "
+                "set cell: rnn or leave nonlinearity out"
             )
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = CELLS[cell](
