@@ -1,10 +1,12 @@
 """The `checkpoint:` callback: the best checkpoints by a metric, and `last.ckpt` every epoch."""
 
 import inspect
+import sys
 from typing import Any
 
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -53,6 +55,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        validates = is_overridden("validation_step", pl_module) and trainer.limit_val_batches != 0
+        if stage == "fit" and str(self.monitor).startswith("val") and not validates:
+            self.no_best(trainer, "the model does not validate")
         if self.last is not None:
             self.last.setup(trainer, pl_module, stage)
 
@@ -71,7 +76,20 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         self.refresh_last("on_train_epoch_end", trainer, pl_module)
 
+    def no_best(self, trainer: Trainer, reason: str) -> None:
+        """Only last.ckpt from now on: Lightning would stop the run with an error."""
+        if trainer.is_global_zero:
+            print(f"note: no best checkpoint by {self.monitor}: {reason}; last.ckpt is still "
+                  "saved (--checkpoint.monitor NAME picks a metric)", file=sys.stderr)  # fmt: skip
+        # the monitor stays: it names this callback's state in the checkpoint (a resume finds it)
+        self.save_top_k = 0
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # any LightningModule: its own metric names (`val_loss`, as in Lightning's docs)
+        missing = self.save_top_k != 0 and self.monitor not in trainer.callback_metrics
+        if missing and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            logged = ", ".join(k for k in trainer.callback_metrics if k.startswith("val")) or "none"
+            self.no_best(trainer, f"the model does not log it (val metrics it logs: {logged})")
         super().on_validation_end(trainer, pl_module)
         self.refresh_last("on_validation_end", trainer, pl_module)
 
