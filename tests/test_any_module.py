@@ -104,11 +104,17 @@ def test_a_plain_module_fits_on_two_ddp_ranks_and_searches(tmp_path: Path) -> No
     (folder,) = run_dirs(tmp_path, "default")
     assert step_of(folder / "checkpoints" / "last.ckpt") == 8  # 4 batches a rank, 2 epochs
     assert len(list((folder / "checkpoints").glob("best*.ckpt"))) == 1
+    config = tmp_path / "plain.yaml"
+    config.write_text(
+        "model: {class_path: tests.plain_module.LitClassifier}\n"
+        "data: {class_path: MNIST1DDataModule}\n"
+        "checkpoint: {monitor: val_loss}\n"  # the search's objective: a metric it logs
+    )
     space = tmp_path / "space.yaml"
     space.write_text("model.init_args.hidden: {type: int, low: 8, high: 32, step: 8}\n")
     searched = subprocess.run(
-        [sys.executable, "-m", "project.search", *PLAIN, "--space", space, "--trials", "2",
-         "--pruner", "none", "--checkpoint.monitor", "val_loss", *SMALL],
+        [sys.executable, "-m", "project.search", "-c", config, "--space", space, "--trials", "2",
+         "--pruner", "none", *SMALL],
         cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -1,12 +1,15 @@
 """The `checkpoint:` callback: the best checkpoints by a metric, and `last.ckpt` every epoch."""
 
 import inspect
+import os
 import sys
 from typing import Any
 
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from project.runs import CHECKPOINTS
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -54,6 +57,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self.last_model_path = self.last.best_model_path or previous
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.dirpath is None and trainer.loggers:
+            # `<run folder>/checkpoints` with any logger: Lightning's own choice is that for
+            # TensorBoard and CSV, but `<save_dir>/<experiment id>/<run id>` for MLflow
+            self.dirpath = os.path.join(trainer.log_dir, CHECKPOINTS)  # a broadcast: all ask
+            if self.last is not None:
+                self.last.dirpath = self.dirpath
         super().setup(trainer, pl_module, stage)
         validates = is_overridden("validation_step", pl_module) and trainer.limit_val_batches != 0
         if stage == "fit" and str(self.monitor).startswith("val") and not validates:

@@ -6,10 +6,9 @@ from typing import Any
 
 import yaml
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.callbacks.run_hparams import run_hparams, tab_values
+from project.run_loggers import log_hparams
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 from project.search.trial import trial_hparams
 
@@ -71,7 +70,7 @@ class MetricsFile(Callback):
         scalars logged under those names, so the test metrics logged later appear too.
         TensorBoard keeps the first record of a run, so it is written once."""
         self.hparams_pending = False
-        if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
+        if not trainer.is_global_zero or not trainer.loggers:
             return
         log_dir = run_folder_on_rank_zero(trainer)
         hparams = hparams_of(trainer, log_dir)
@@ -80,16 +79,7 @@ class MetricsFile(Callback):
         path = log_dir / "hparams.yaml"
         path.write_text(yaml.safe_dump(hparams, sort_keys=False))
         values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
-        experiment, session_start, session_end = hparams_summary(
-            values, dict.fromkeys(sorted(names), 0.0)
-        )
-        writer = trainer.logger.experiment
-        # The session's values only, not torch's experiment record: without one, TensorBoard
-        # builds the table from all runs and puts first the hyperparameters that differ between
-        # them (with one, it shows its first five by name, the same for every sweep)
-        for record in (session_start, session_end):
-            writer.file_writer.add_summary(record)
-        writer.flush()
+        log_hparams(trainer, values, names)
 
     def _write_pending_hparams(self, trainer: Trainer) -> None:
         """Another LightningModule's hparams record, with the val metrics it logged (and their
