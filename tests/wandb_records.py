@@ -5,6 +5,7 @@ version). wandb 0.31 ships no reader of its own (its Go core writes the file).""
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -55,3 +56,15 @@ def config(run: Path) -> dict[str, object]:
             for item in record.config.update:
                 values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def written(run: Path, timeout: float = 60) -> Path:
+    """`run` once its file ends in the `exit` record: wandb's core process writes it after
+    `wandb.finish()` has returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = list(run.glob("run-*.wandb"))
+        if files and any(r.WhichOneof("record_type") == "exit" for r in records(files[0])):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"{run} has no exit record after {timeout} s")
