@@ -21,8 +21,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from PIL import Image
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from project.loggers import claim_version
-from project.runs import beside_checkpoint, newest_run, run_folder, run_folder_on_rank_zero
+from project.runs import (
+    beside_checkpoint,
+    claim_version,
+    next_version,
+    run_folder,
+    run_folder_on_rank_zero,
+)
 
 
 class RunFolder:
@@ -39,8 +44,7 @@ class RunFolder:
             self.claimed = self.asked_version
             if self.claimed is None:
                 experiment = self.run_root / self.run_name
-                newest = newest_run(experiment)
-                start = 0 if newest is None else int(newest.name.removeprefix("version_")) + 1
+                start = next_version(experiment)
                 claims = rank_zero_only.rank == 0
                 self.claimed = claim_version(str(experiment), start) if claims else start
         return run_folder(self.run_root, self.run_name, self.claimed)

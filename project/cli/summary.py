@@ -5,6 +5,7 @@ from pathlib import Path
 
 from lightning import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from project.runs import CONFIG, run_folder_on_rank_zero
 
@@ -55,8 +56,20 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
         which = "best" if best is not None and getattr(best, "best_model_path", "") else "last"
         lines += [
             f"run folder: {run}  (metrics.json, config.yaml, checkpoints/)",
-            f"curves:     tensorboard --logdir {run.parent.parent}   (or: make tensorboard)",
+            curves_line(trainer, run),
             f"test:       python -m project test -c {run}/config.yaml --ckpt_path {which}",
             f"predict:    python -m project predict -c {run}/config.yaml --ckpt_path {which}",
         ]
     return lines
+
+
+def curves_line(trainer: Trainer, run: Path) -> str:
+    """Where the run's curves are, for its first logger (configs/logger/)."""
+    logger = trainer.logger
+    if isinstance(logger, TensorBoardLogger):
+        return f"curves:     tensorboard --logdir {run.parent.parent}   (or: make tensorboard)"
+    if isinstance(logger, CSVLogger):
+        return f"curves:     {run}/metrics.csv"
+    if isinstance(logger, MLFlowLogger):
+        return f"curves:     MLflow at {logger.experiment.tracking_uri}, run {logger.run_id}"
+    return f"curves:     {type(logger).__name__} (its files: {run})"
