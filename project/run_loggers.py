@@ -21,6 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from PIL import Image
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from project.loggers import TensorBoardLogger as ProjectTensorBoardLogger
 from project.runs import (
     beside_checkpoint,
     claim_version,
@@ -136,8 +137,9 @@ def log_image(trainer: Trainer, tag: str, image: torch.Tensor) -> None:
     such logger a file `images/<tag>/step_<N>.png` in the run folder (rank 0)."""
     if not trainer.is_global_zero:
         return
-    at_step = getattr(trainer.logger, "at_step", None)  # project.loggers.TensorBoardLogger
-    step = at_step(trainer.global_step) if at_step else trainer.global_step
+    step = trainer.global_step
+    if isinstance(trainer.logger, ProjectTensorBoardLogger):  # evaluations after the curves
+        step = trainer.logger.at_step(step)
     pixels = image.permute(1, 2, 0).cpu().numpy()  # (H, W, 3), as MLflow and W&B take it
     name = f"{tag}/step_{step:06d}.png"
     taken = False

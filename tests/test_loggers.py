@@ -174,7 +174,8 @@ def test_tensorboard_and_an_mlflow_server_together(
     run = mlflow_run(mlflow_server, "small_cnn")
     client = mlflow.tracking.MlflowClient(mlflow_server)
     assert run.data.params["model/backbone"] == "small_cnn"
-    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2
+    # two epochs, and the best checkpoint validated again after fit
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3
     assert "test/acc" in run.data.metrics
     for tag in ("val/confusion_matrix", "val/predictions", "test/confusion_matrix",
                 "test/predictions"):  # fmt: skip
@@ -187,7 +188,7 @@ def test_tensorboard_and_an_mlflow_server_together(
 def test_resume_and_the_slurm_path_are_the_same_with_every_logger(
     workdir: Path, logger: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fit(logger, *TINY)
+    fit(logger, *TINY, "--experiment", logger)
     run = the_run(workdir, logger)
     fit(logger, "-c", run / "config.yaml", "--ckpt_path", "last", "--trainer.max_epochs", "3")
     assert step_of(run / "checkpoints" / "last.ckpt") == 12  # continued in its own folder
@@ -197,10 +198,10 @@ def test_resume_and_the_slurm_path_are_the_same_with_every_logger(
            "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}  # fmt: skip
     for key, value in job.items():
         monkeypatch.setenv(key, value)
-    fit(logger, *TINY)
+    fit(logger, *TINY, "--experiment", logger)
     slurm = run.parent / "slurm-4242"
     assert step_of(slurm / "checkpoints" / "last.ckpt") == 8
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    fit(logger, *TINY[:2], "--trainer.max_epochs", "3", *TINY[4:])
+    fit(logger, *TINY[:2], "--trainer.max_epochs", "3", *TINY[4:], "--experiment", logger)
     assert step_of(slurm / "checkpoints" / "last.ckpt") == 12
     assert sorted(p.name for p in run.parent.iterdir() if p.is_dir()) == ["slurm-4242", "version_0"]

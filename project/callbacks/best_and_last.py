@@ -57,10 +57,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self.last_model_path = self.last.best_model_path or previous
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.dirpath is None and trainer.loggers:
+        # a broadcast: every rank asks. None under fast_dev_run (its DummyLogger)
+        log_dir = trainer.log_dir if self.dirpath is None and trainer.loggers else None
+        if log_dir is not None:
             # `<run folder>/checkpoints` with any logger: Lightning's own choice is that for
             # TensorBoard and CSV, but `<save_dir>/<experiment id>/<run id>` for MLflow
-            self.dirpath = os.path.join(trainer.log_dir, CHECKPOINTS)  # a broadcast: all ask
+            self.dirpath = os.path.join(log_dir, CHECKPOINTS)
             if self.last is not None:
                 self.last.dirpath = self.dirpath
         super().setup(trainer, pl_module, stage)

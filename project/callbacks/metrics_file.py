@@ -73,6 +73,8 @@ class MetricsFile(Callback):
         if not trainer.is_global_zero or not trainer.loggers:
             return
         log_dir = run_folder_on_rank_zero(trainer)
+        if log_dir is None:  # fast_dev_run's stand-in logger: nothing is written
+            return
         hparams = hparams_of(trainer, log_dir)
         # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
         # reads as the run's settings, in the sections of its config
