@@ -122,3 +122,22 @@ def test_a_plain_module_fits_on_two_ddp_ranks_and_searches(tmp_path: Path) -> No
     assert "Traceback" not in searched.stderr
     trials = sorted(tmp_path.glob("logs/**/trial-*/metrics.json"))
     assert len(trials) == 2 and all("val_loss" in json.loads(t.read_text()) for t in trials)
+
+
+@pytest.mark.slow
+def test_a_plain_module_takes_the_slurm_path(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a Slurm job's environment: its own run folder; requeued, it resumes there."""
+    job = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}  # fmt: skip
+    for key, value in job.items():
+        monkeypatch.setenv(key, value)
+    run_here(capsys, "fit", *PLAIN, *SMALL)
+    folder = workdir / "logs" / "default" / "slurm-77"
+    assert step_of(folder / "checkpoints" / "last.ckpt") == 8
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    _, err = run_here(capsys, "fit", *PLAIN, *SMALL, "--trainer.max_epochs", "3")
+    assert f"run folder: {Path('logs/default/slurm-77')} (requeued" in err
+    assert step_of(folder / "checkpoints" / "last.ckpt") == 12
+    assert [p.name for p in folder.parent.iterdir()] == ["slurm-77"]
