@@ -17,7 +17,6 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from PIL import Image
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -29,6 +28,10 @@ from project.runs import (
     run_folder,
     run_folder_on_rank_zero,
 )
+
+# MLflow's tag for a run's name (mlflow.utils.mlflow_tags.MLFLOW_RUN_NAME): spelled here, so
+# that this module imports without the optional mlflow package
+MLFLOW_RUN_NAME = "mlflow.runName"
 
 
 class RunFolder:
@@ -72,7 +75,7 @@ class MLFlowLogger(RunFolder, LightningMLFlowLogger):
     """An MLflow run in `experiment_name` (default: the experiment's name) at `tracking_uri`
     (a server, or a local database `<save_dir>/mlflow.db`), named after its run folder, which
     holds the checkpoints and `config.yaml` as with any logger. The run's folder and its
-    checkpoints are its tags (`run_folder`, `checkpoint`)."""
+    checkpoints are its tags (`run_folder`, `best_checkpoint`, `last_checkpoint`)."""
 
     def __init__(self, save_dir: str | Path = "logs", name: str | None = None,
                  version: int | str | None = None, experiment_name: str | None = None,
