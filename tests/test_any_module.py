@@ -73,9 +73,17 @@ def test_a_plain_module_runs_through_every_subcommand(
 
 
 def test_a_model_without_validation_saves_last_only(
-    workdir: Path, capsys: pytest.CaptureFixture
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, err = run_here(capsys, "fit", *PLAIN, *SMALL, "--trainer.limit_val_batches", "0")
+    module = workdir / "no_validation.py"
+    module.write_text(
+        "from tests.plain_module import LitClassifier\n\n\n"
+        "class NoValidation(LitClassifier):\n"
+        "    validation_step = None\n"
+    )
+    monkeypatch.syspath_prepend(str(workdir))
+    model = ["--model", "no_validation.NoValidation", "--data", "MNIST1DDataModule"]
+    _, err = run_here(capsys, "fit", *model, *SMALL, "--trainer.limit_val_batches", "0")
     assert "note: no best checkpoint by val/loss: the model does not validate" in err
     (folder,) = run_dirs(workdir, "default")
     assert [p.name for p in (folder / "checkpoints").iterdir()] == ["last.ckpt"]

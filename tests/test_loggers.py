@@ -73,11 +73,14 @@ def test_csv_writes_metrics_params_and_image_files(workdir: Path) -> None:
 
 @pytest.mark.parametrize("logger", ["mlflow", "tensorboard_mlflow"])
 def test_mlflow_holds_params_metrics_per_step_images_and_the_checkpoint(
-    workdir: Path, logger: str
+    workdir: Path, logger: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    uri = f"sqlite:///{workdir / 'logs' / 'mlflow.db'}"  # the overlay's store without a server
+    # named, not left to the overlay's default: MLflow keeps one store per process, and the
+    # tests run one after another in one process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     fit(logger, *TINY, "--experiment", "flow")
     folder = the_run(workdir, "flow")
-    uri = f"sqlite:///{workdir / 'logs' / 'mlflow.db'}"  # the overlay's store without a server
     check_mlflow_run(mlflow_run(uri, "flow"), uri, folder, images=("val/confusion_matrix",))
     # beside TensorBoard, which keeps its own files in the run folder as ever
     assert bool(list(folder.glob("events.out.tfevents.*"))) == (logger == "tensorboard_mlflow")
@@ -86,7 +89,8 @@ def test_mlflow_holds_params_metrics_per_step_images_and_the_checkpoint(
 def test_the_tensorboard_overlay_is_the_default(capsys: pytest.CaptureFixture) -> None:
     printed = []
     for overlay in ([], ["-c", CONFIGS / "logger" / "tensorboard.yaml"]):
-        cli("fit", "-c", SEQUENCE / "gru.yaml", *overlay, "--print_config")
+        with pytest.raises(SystemExit):
+            cli("fit", "-c", SEQUENCE / "gru.yaml", *overlay, "--print_config")
         printed.append(capsys.readouterr().out)
     assert printed[0] == printed[1]
 

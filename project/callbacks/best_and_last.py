@@ -66,13 +66,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             if self.last is not None:
                 self.last.dirpath = self.dirpath
         super().setup(trainer, pl_module, stage)
-        validates = is_overridden("validation_step", pl_module) and trainer.limit_val_batches != 0
-        if stage == "fit" and str(self.monitor).startswith("val") and not validates:
-            self.no_best(trainer, "the model does not validate")
         if self.last is not None:
             self.last.setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # here, not in `setup`: after the model's own checks (its optimizer, its schedule)
+        # (`limit_val_batches: 0` is the user's choice: Lightning's own warning then)
+        validates = is_overridden("validation_step", pl_module)
+        if str(self.monitor).startswith("val") and not validates:
+            self.no_best(trainer, "the model does not validate")
         super().on_train_start(trainer, pl_module)
         self.refresh_last("on_train_start", trainer, pl_module)
 
@@ -97,7 +99,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # any LightningModule: its own metric names (`val_loss`, as in Lightning's docs)
-        missing = self.save_top_k != 0 and self.monitor not in trainer.callback_metrics
+        logged = {*trainer.callback_metrics, "epoch", "step"}  # Lightning adds the two counters
+        missing = self.save_top_k != 0 and self.monitor not in logged
         if missing and trainer.state.fn == "fit" and not trainer.sanity_checking:
             logged = ", ".join(k for k in trainer.callback_metrics if k.startswith("val")) or "none"
             self.no_best(trainer, f"the model does not log it (val metrics it logs: {logged})")
