@@ -22,7 +22,7 @@ help: ## List the targets
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,export]'
+	$(PY) -m pip install --quiet -e '.[dev,export,loggers]'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv and install the project with its dev tools

@@ -1,5 +1,5 @@
-"""Pictures drawn into TensorBoard: the confusion matrix and a grid of sample predictions, and
-the callback that draws them during a run."""
+"""Pictures drawn into the run's loggers (project/run_loggers.py): the confusion matrix and a
+grid of sample predictions, and the callback that draws them during a run."""
 
 from collections.abc import Sequence
 
@@ -9,6 +9,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import pil_to_tensor, resize, to_dtype, to_pil_image
 from torchvision.utils import make_grid
+
+from project.run_loggers import log_image
 
 RIGHT, WRONG, NEUTRAL = (40, 160, 40), (210, 40, 40), (60, 60, 60)
 SAMPLES_SHOWN = 16  # images in TensorBoard's `val/predictions` and `test/predictions` grids
@@ -86,15 +88,6 @@ def class_names(trainer: Trainer, count: int) -> list[str]:
     if names is None or len(names) != count:
         names = range(count)
     return [str(name) for name in names]
-
-
-def log_image(trainer: Trainer, tag: str, image: torch.Tensor) -> None:
-    """Draws a `(3, H, W)` image into TensorBoard at this step (rank 0; other loggers: no)."""
-    experiment = getattr(trainer.logger, "experiment", None)
-    if trainer.is_global_zero and hasattr(experiment, "add_image"):
-        at_step = getattr(trainer.logger, "at_step", None)  # project.loggers.TensorBoardLogger
-        step = at_step(trainer.global_step) if at_step else trainer.global_step
-        experiment.add_image(tag, image, step)
 
 
 def confusion_image(matrix: torch.Tensor, names: Sequence[str] | None = None) -> torch.Tensor:

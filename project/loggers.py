@@ -1,13 +1,14 @@
 """Lightning's TensorBoard logger, with version folders that two runs can never share, and
 curves that continue, without a doubled stretch, when a run is resumed."""
 
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning import LightningModule
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from project.runs import claim_version
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -71,17 +72,6 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             if self.asked_version is None and rank_zero_only.rank == 0 and local:
                 self.claimed = claim_version(self.root_dir, int(self.claimed))
         return self.claimed
-
-
-def claim_version(root: str, version: int) -> int:
-    """The first `version_N` from `version` on that this process could create under `root`."""
-    os.makedirs(root, exist_ok=True)
-    while True:
-        try:
-            os.mkdir(os.path.join(root, f"version_{version}"))
-            return version
-        except FileExistsError:
-            version += 1
 
 
 def step_is_written(module: LightningModule) -> bool:

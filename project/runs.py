@@ -38,6 +38,23 @@ def run_folder(save_dir: str | Path, experiment: str, version: int | str | None)
     return Path(save_dir, experiment, version if isinstance(version, str) else f"version_{version}")
 
 
+def claim_version(root: str, version: int) -> int:
+    """The first `version_N` from `version` on that this process could create under `root`."""
+    os.makedirs(root, exist_ok=True)
+    while True:
+        try:
+            os.mkdir(os.path.join(root, f"version_{version}"))
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def next_version(experiment: Path) -> int:
+    """The N after the highest `version_N` of `experiment` (0 for none): Lightning's rule."""
+    newest = newest_run(experiment)
+    return 0 if newest is None else int(newest.name.removeprefix("version_")) + 1
+
+
 def finished_runs(paths: list[Path]) -> list[Path]:
     """The run folders in or under `paths` that hold a `metrics.json`."""
     return sorted({metrics.parent for path in paths for metrics in path.rglob(METRICS)})

@@ -17,6 +17,8 @@ CONFIG_TESTS = "tests/test_configs.py"
 IMAGE_TESTS = "tests/test_image_configs.py"
 SCALING = "tests/test_scaling.py"
 RECIPE = "tests/test_recipe.py"
+LOGGERS = "tests/test_loggers.py"
+MLFLOW = "test_mlflow_holds_params_metrics_per_step_images_and_the_checkpoint"
 
 # the generic tests, run over every file of a folder (they find the files themselves)
 EXPERIMENT = (
@@ -63,6 +65,11 @@ EXERCISED_BY: dict[str, tuple[str, ...]] = {
         f"{RECIPE}::test_warmup_cosine_ends_with_the_run",
         f"{RECIPE}::test_warmup_cosine_resumes_on_its_curve",
     ),
+    "logger/tensorboard.yaml": (f"{LOGGERS}::test_the_tensorboard_overlay_is_the_default",),
+    "logger/csv.yaml": (f"{LOGGERS}::test_csv_writes_metrics_params_and_image_files",),
+    "logger/mlflow.yaml": (f"{LOGGERS}::{MLFLOW}",),
+    "logger/tensorboard_mlflow.yaml": (f"{LOGGERS}::{MLFLOW}",),
+    "logger/wandb.yaml": (f"{LOGGERS}::test_wandb_offline_run_holds_config_history_and_images",),
     "search/finetune_stage2.yaml": SEARCH,
     "search/gru.yaml": SEARCH,
     "trainer/accumulate.yaml": (*TRAINER, f"{SCALING}::test_accumulation_matches_one_large_batch"),

@@ -1,10 +1,15 @@
 """The `checkpoint:` callback: the best checkpoints by a metric, and `last.ckpt` every epoch."""
 
 import inspect
+import os
+import sys
 from typing import Any
 
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from project.runs import CHECKPOINTS
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -52,11 +57,24 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self.last_model_path = self.last.best_model_path or previous
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # a broadcast: every rank asks. None under fast_dev_run (its DummyLogger)
+        log_dir = trainer.log_dir if self.dirpath is None and trainer.loggers else None
+        if log_dir is not None:
+            # `<run folder>/checkpoints` with any logger: Lightning's own choice is that for
+            # TensorBoard and CSV, but `<save_dir>/<experiment id>/<run id>` for MLflow
+            self.dirpath = os.path.join(log_dir, CHECKPOINTS)
+            if self.last is not None:
+                self.last.dirpath = self.dirpath
         super().setup(trainer, pl_module, stage)
         if self.last is not None:
             self.last.setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # here, not in `setup`: after the model's own checks (its optimizer, its schedule)
+        # (`limit_val_batches: 0` is the user's choice: Lightning's own warning then)
+        validates = is_overridden("validation_step", pl_module)
+        if str(self.monitor).startswith("val") and not validates:
+            self.no_best(trainer, "the model does not validate")
         super().on_train_start(trainer, pl_module)
         self.refresh_last("on_train_start", trainer, pl_module)
 
@@ -71,7 +89,21 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         self.refresh_last("on_train_epoch_end", trainer, pl_module)
 
+    def no_best(self, trainer: Trainer, reason: str) -> None:
+        """Only last.ckpt from now on: Lightning would stop the run with an error."""
+        if trainer.is_global_zero:
+            print(f"note: no best checkpoint by {self.monitor}: {reason}; last.ckpt is still "
+                  "saved (--checkpoint.monitor NAME picks a metric)", file=sys.stderr)  # fmt: skip
+        # the monitor stays: it names this callback's state in the checkpoint (a resume finds it)
+        self.save_top_k = 0
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # any LightningModule: its own metric names (`val_loss`, as in Lightning's docs)
+        logged = {*trainer.callback_metrics, "epoch", "step"}  # Lightning adds the two counters
+        missing = self.save_top_k != 0 and self.monitor not in logged
+        if missing and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            logged = ", ".join(k for k in trainer.callback_metrics if k.startswith("val")) or "none"
+            self.no_best(trainer, f"the model does not log it (val metrics it logs: {logged})")
         super().on_validation_end(trainer, pl_module)
         self.refresh_last("on_validation_end", trainer, pl_module)
 

@@ -6,10 +6,9 @@ from typing import Any
 
 import yaml
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.callbacks.run_hparams import run_hparams, tab_values
+from project.run_loggers import log_hparams
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 from project.search.trial import trial_hparams
 
@@ -40,8 +39,9 @@ class MetricsFile(Callback):
         # set by the CLI when a run is evaluated on other data than its own: the results go to
         # `metrics-<name>.json` beside the run's `metrics.json`
         self.other_data: str | None = None
+        self.hparams_pending = False  # another LightningModule's, written once it has logged
 
-    def _write(self, trainer: Trainer, prefixes: tuple[str, ...]) -> None:
+    def _write(self, trainer: Trainer, stage: str) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         log_dir = run_folder_on_rank_zero(trainer)
@@ -50,44 +50,60 @@ class MetricsFile(Callback):
         name = f"metrics-{self.other_data}.json" if self.other_data else METRICS
         path = log_dir / name
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        metrics.update(
-            {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
-        )
+        prefixes = stage_prefixes(stage)
+        metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()
+                        if k.startswith(prefixes)})  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
+        # a module of this template names its metrics; any other LightningModule's are known
+        # once it has logged them, after its first validation
+        names = getattr(pl_module, "metric_names", None)
+        self.hparams_pending = True
+        if names is not None:
+            tags = {f"{stage}/{name}" for stage in ("val", "test") for name in names}
+            self._write_hparams(trainer, tags | {f"val/{pl_module.headline}_best"})
+
+    def _write_hparams(self, trainer: Trainer, names: set[str]) -> None:
+        """The hparams record names the metric tags; TensorBoard shows the latest value of the
+        scalars logged under those names, so the test metrics logged later appear too.
+        TensorBoard keeps the first record of a run, so it is written once."""
+        self.hparams_pending = False
+        if not trainer.is_global_zero or not trainer.loggers:
             return
-        # The hparams record names the metric tags; TensorBoard shows the latest value of the
-        # scalars logged under those names, so the test metrics logged later appear too.
-        # TensorBoard keeps the first record of a run, so it is written once, here.
-        names = {f"{stage}/{name}" for stage in ("val", "test") for name in pl_module.metric_names}
-        names.add(f"val/{pl_module.headline}_best")
         log_dir = run_folder_on_rank_zero(trainer)
+        if log_dir is None:  # fast_dev_run's stand-in logger: nothing is written
+            return
         hparams = hparams_of(trainer, log_dir)
         # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
         # reads as the run's settings, in the sections of its config
         path = log_dir / "hparams.yaml"
         path.write_text(yaml.safe_dump(hparams, sort_keys=False))
         values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
-        experiment, session_start, session_end = hparams_summary(
-            values, dict.fromkeys(sorted(names), 0.0)
-        )
-        writer = trainer.logger.experiment
-        # The session's values only, not torch's experiment record: without one, TensorBoard
-        # builds the table from all runs and puts first the hyperparameters that differ between
-        # them (with one, it shows its first five by name, the same for every sweep)
-        for record in (session_start, session_end):
-            writer.file_writer.add_summary(record)
-        writer.flush()
+        log_hparams(trainer, values, names)
+
+    def _write_pending_hparams(self, trainer: Trainer) -> None:
+        """Another LightningModule's hparams record, with the val metrics it logged (and their
+        test names, for a later `test`)."""
+        if self.hparams_pending and not trainer.sanity_checking:
+            logged = [k for k in trainer.callback_metrics if k.startswith(stage_prefixes("val"))]
+            self._write_hparams(trainer, {*logged, *("test" + k[3:] for k in logged)})
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, ("val/",))
+        self._write_pending_hparams(trainer)
+        self._write(trainer, "val")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.training and trainer.state.fn == "validate":
-            self._write(trainer, ("val/",))
+        if trainer.training:
+            self._write_pending_hparams(trainer)
+        elif trainer.state.fn == "validate":
+            self._write(trainer, "val")
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._write(trainer, ("test/",))
+        self._write(trainer, "test")
+
+
+def stage_prefixes(stage: str) -> tuple[str, str]:
+    """How metric names of a stage begin: `val/acc` here, `val_loss` in Lightning's docs."""
+    return f"{stage}/", f"{stage}_"

@@ -1,6 +1,7 @@
 """`predict` writes `predictions.csv` into the run folder, one row per sample, in dataset order."""
 
 import csv
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,12 @@ class PredictionsFile(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
-        outputs = torch.cat([p.float().cpu() for p in predictions])
+        if not all(isinstance(p, torch.Tensor) for p in predictions):
+            if trainer.is_global_zero:  # another LightningModule's `predict_step` output
+                print("note: no predictions.csv: predict_step returned no tensors (its output is "
+                      "what trainer.predict returns)", file=sys.stderr)  # fmt: skip
+            return
+        outputs = torch.cat([p.float().cpu().reshape(len(p), -1) for p in predictions])
         indices = torch.tensor([i for batch in batch_indices[0] for i in batch]).reshape(-1)
         # the evaluated run's (project/cli/run_folder.py); every rank asks: a DDP broadcast
         folder = Path(trainer.log_dir or ".")
@@ -53,7 +59,9 @@ class PredictionsFile(BasePredictionWriter):
             loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
             names = getattr(getattr(loader, "dataset", None), "sample_names", None)
             name = f"predictions-{self.other_data}.csv" if self.other_data else "predictions.csv"
-            self._write_csv(folder / name, rows, pl_module.task, names)
+            # another LightningModule's outputs: values as they are, one column each
+            task = getattr(pl_module, "task", "regression")
+            self._write_csv(folder / name, rows, task, names)
         trainer.strategy.barrier()
 
     @staticmethod

@@ -18,6 +18,7 @@ from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
 from project.callbacks.predictions_file import PredictionsFile
 from project.checkpoints import AtomicCheckpointIO
+from project.cli.any_module import note_settings_the_model_ignores
 from project.cli.carried_settings import CarriedSettingsNote
 from project.cli.errors import ConciseArgumentParser
 from project.cli.run_config import RunConfigFile
@@ -86,6 +87,7 @@ class ProjectCLI(LightningCLI):
         check_launch(config.trainer)  # devices vs this machine, Slurm and torchrun: before any work
         check_settings(config.trainer)  # numbers Lightning takes although they make no sense
         check_learning_rate(config)
+        note_settings_the_model_ignores(config)
         name_experiment(config)
         if self.subcommand == "fit":
             start_run_folder(config)

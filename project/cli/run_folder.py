@@ -1,14 +1,19 @@
 """Where a command's run folder is, set in its config before anything is built: the folder
 layout itself is project/runs.py's."""
 
+import importlib
 import os
 import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 
 from project.callbacks.last_checkpoint import resumed_step
 from project.errors import UserError
+from project.loggers import TensorBoardLogger
+from project.run_loggers import RunFolder
 from project.runs import (
     CONFIG,
     CheckpointReads,
@@ -22,31 +27,51 @@ from project.runs import (
     step_after_curves,
 )
 
+RUN_FOLDER_LOGGERS = (LightningTensorBoardLogger, CSVLogger, RunFolder)
 
-def tensorboard_args(config: Namespace) -> Namespace | None:
-    """The TensorBoard logger's settings, None for another logger (or none)."""
-    logger = config.trainer.logger
-    if hasattr(logger, "init_args") and "TensorBoardLogger" in str(logger.get("class_path")):
-        return logger.init_args
+
+def logger_classes(config: Namespace) -> list[tuple[type, Namespace]]:
+    """The configured loggers' classes (resolved, not their names matched) and arguments."""
+    loggers = config.trainer.logger
+    found = []
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, Namespace) and logger.get("class_path"):
+            module, _, name = str(logger.class_path).rpartition(".")
+            found.append((getattr(importlib.import_module(module), name), logger.init_args))
+    return found
+
+
+def run_folder_args(config: Namespace) -> Namespace | None:
+    """The arguments of the run's first logger when it keeps its run in
+    `<save_dir>/<name>/<version>` (TensorBoard, CSV, and the MLflow and W&B loggers of
+    project/run_loggers.py), None for another (or none): the run folder is then Lightning's."""
+    loggers = logger_classes(config)
+    if loggers and issubclass(loggers[0][0], RUN_FOLDER_LOGGERS):
+        return loggers[0][1]
     return None
 
 
 def ours(config: Namespace) -> bool:
     """Whether the logger is project.loggers.TensorBoardLogger (curves that start at a step)."""
-    return config.trainer.logger.get("class_path") == "project.loggers.TensorBoardLogger"
+    loggers = logger_classes(config)
+    return bool(loggers) and issubclass(loggers[0][0], TensorBoardLogger)
 
 
 def name_experiment(config: Namespace) -> None:
     """The experiment (the folder under logs/): `--experiment`, else the first config's name."""
-    logger = tensorboard_args(config)
+    logger = run_folder_args(config)
+    files = config.get("config") or []
+    name = config.experiment or (Path(str(files[0])).stem if files else "default")
     if logger is not None and (config.experiment or logger.get("name") is None):
-        files = config.get("config") or []
-        logger.name = config.experiment or (Path(str(files[0])).stem if files else "default")
+        logger.name = name
+    for logger_class, args in logger_classes(config)[1:]:  # MLflow beside TensorBoard
+        if issubclass(logger_class, MLFlowLogger) and args.get("experiment_name") is None:
+            args.experiment_name = logger.name if logger is not None else name
 
 
 def start_run_folder(config: Namespace) -> None:
     """A `fit`'s folder: a Slurm job's own (`use_slurm_run_folder`), and where its curves start."""
-    logger = tensorboard_args(config)
+    logger = run_folder_args(config)
     if logger is None:
         return
     if not config.get("ckpt_path"):
@@ -60,7 +85,7 @@ def use_slurm_run_folder(config: Namespace) -> None:
     """In a Slurm job, the run is `logs/<experiment>/slurm-<job>/`, also Lightning's
     `default_root_dir` (where it looks for `hpc_ckpt_*.ckpt` to resume): a requeued job
     continues its own run there, any other job starts a new one (project/runs.py)."""
-    logger = tensorboard_args(config)
+    logger = run_folder_args(config)
     if logger.get("version") is not None:  # the user named the folder
         return
     run = slurm_run_folder(Path(str(logger.save_dir), logger.name))
@@ -104,7 +129,7 @@ def use_run_folder(
         return None
     if config.ckpt_path in ("best", "last"):
         config.ckpt_path = str(named_checkpoint(run, config.ckpt_path))
-    logger = tensorboard_args(config)
+    logger = run_folder_args(config)
     if logger is None:
         return run
     # the config's own spelling of the folder when it is the same one: checkpoints hold it, and
@@ -133,7 +158,7 @@ def without_run_identity(config: Namespace) -> Namespace:
     writing into the old run's folder (and, on Slurm, resuming its requeue checkpoint)."""
     config = config.clone()
     config.trainer.default_root_dir = None
-    logger = tensorboard_args(config)
+    logger = run_folder_args(config)
     if logger is not None:
         logger.version = None
         for key in ("purge_step", "first_step"):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from lightning import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from project.runs import CONFIG, run_folder_on_rank_zero
 
@@ -45,16 +46,30 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
             f"weights: the average of {type(averaging[0]).__name__}, as in validation, the "
             "checkpoints, test, predict and export"
         )
-    tests = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics = trainer.callback_metrics.items()
+    tests = {k: v.item() for k, v in metrics if k.startswith(("test/", "test_"))}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))
     # only rank 0 prints the summary; a run folder only where a logger made one
     run = run_folder_on_rank_zero(trainer) if trainer.logger else None
     if run is not None and (run / CONFIG).exists():
+        which = "best" if best is not None and getattr(best, "best_model_path", "") else "last"
         lines += [
             f"run folder: {run}  (metrics.json, config.yaml, checkpoints/)",
-            f"curves:     tensorboard --logdir {run.parent.parent}   (or: make tensorboard)",
-            f"test:       python -m project test -c {run}/config.yaml --ckpt_path best",
-            f"predict:    python -m project predict -c {run}/config.yaml --ckpt_path best",
+            curves_line(trainer, run),
+            f"test:       python -m project test -c {run}/config.yaml --ckpt_path {which}",
+            f"predict:    python -m project predict -c {run}/config.yaml --ckpt_path {which}",
         ]
     return lines
+
+
+def curves_line(trainer: Trainer, run: Path) -> str:
+    """Where the run's curves are, for its first logger (configs/logger/)."""
+    logger = trainer.logger
+    if isinstance(logger, TensorBoardLogger):
+        return f"curves:     tensorboard --logdir {run.parent.parent}   (or: make tensorboard)"
+    if isinstance(logger, CSVLogger):
+        return f"curves:     {run}/metrics.csv"
+    if isinstance(logger, MLFlowLogger):
+        return f"curves:     MLflow at {logger.experiment.tracking_uri}, run {logger.run_id}"
+    return f"curves:     {type(logger).__name__} (its files: {run})"

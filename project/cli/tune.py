@@ -23,6 +23,7 @@ from lightning.pytorch.tuner import Tuner  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from project.cli import ProjectCLI, make_cli  # noqa: E402
+from project.cli.run_folder import run_folder_args  # noqa: E402
 from project.errors import UserError  # noqa: E402
 
 
@@ -62,9 +63,9 @@ class TuneCLI(ProjectCLI):
             raise UserError("--min_steps_per_epoch must be >= 1 and --lr_steps >= 2")
         if not 0 < config.min_lr < config.max_lr:
             raise UserError(f"need 0 < --min_lr < --max_lr, got {config.min_lr}, {config.max_lr}")
-        logger = config.trainer.logger
-        if hasattr(logger, "init_args") and "TensorBoardLogger" in str(logger.class_path):
-            logger.init_args.name = f"{logger.init_args.name}/tune"
+        logger = run_folder_args(config)  # a logger that keeps a run folder
+        if logger is not None:
+            logger.name = f"{logger.name}/tune"
 
 
 def tune(args: list[str]) -> Path:

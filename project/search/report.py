@@ -43,11 +43,49 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False), key=key)
 
 
+def short_name(flag: str) -> str:
+    """`model.init_args.hidden_size` → `model/hidden_size`: a space's key as TensorBoard's
+    HParams tab names it (project/callbacks/run_hparams.py)."""
+    return "/".join(part for part in flag.split(".") if part != "init_args")
+
+
+def plot_names(flags: list[str]) -> dict[str, str]:
+    """Each flag's name on a plot's axis: `short_name`, or its last part (`hidden_size`) when
+    that is under Optuna's 20 characters, past which its parallel-coordinate plot cuts a name
+    ("lr_scheduler/warm..."), and no other flag ends the same way."""
+    names = {flag: short_name(flag) for flag in flags}
+    lasts = [name.rpartition("/")[2] for name in names.values()]
+    for flag, name in names.items():
+        last = name.rpartition("/")[2]
+        if len(name) >= 20 and lasts.count(last) == 1:
+            names[flag] = last
+    return names
+
+
+def with_short_names(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy of the study's finished trials with `plot_names` parameters, for
+    Optuna's plots, which label axes with the names as they are and cut long ones."""
+    copy = optuna.create_study(direction=study.direction)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    names = plot_names(sorted({flag for trial in trials for flag in trial.params}))
+    for trial in trials:
+        copy.add_trial(
+            optuna.trial.create_trial(
+                state=trial.state,
+                value=trial.value,
+                params={names[k]: v for k, v in trial.params.items()},
+                distributions={names[k]: v for k, v in trial.distributions.items()},
+                intermediate_values=trial.intermediate_values,
+            )
+        )
+    return copy
+
+
 def table(study: optuna.Study) -> str:
     trials = ranked(study)
     names = sorted({name for trial in trials for name in trial.params})
     monitor = study.user_attrs.get("monitor", "value")
-    head = ["trial", "state", monitor, "epochs", *names, "run"]
+    head = ["trial", "state", monitor, "epochs", *map(short_name, names), "run"]
     rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for trial in trials:
         value = trial.value
@@ -91,12 +129,13 @@ def write_plots(study: optuna.Study, folder: Path) -> list[str]:
     """Each plot Optuna can draw from these trials, as a PNG and a TensorBoard image; a plot
     it cannot draw yet (importances need two complete trials) is named in the returned notes."""
     notes = []
+    shown = with_short_names(study)
     writer = SummaryWriter(str(folder / "report"))
     for name, plot in PLOTS.items():
         try:
             with warnings.catch_warnings():  # "experimental", and notes on too few trials
                 warnings.simplefilter("ignore")
-                axes = plot(study)
+                axes = plot(shown, target_name=study.user_attrs.get("monitor", "Objective Value"))
         except Exception as error:  # noqa: BLE001 (too few trials, one value only, …)
             notes.append(f"no {name} plot: {' '.join(str(error).split())}")
             continue

@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from lightning import Callback, LightningModule, Trainer
 
+from project.runs import run_folder_on_rank_zero
+
 ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
@@ -119,10 +121,11 @@ class TrialReporter(Callback):
         if not trainer.is_global_zero or trainer.logger is None:
             return
         best = trainer.checkpoint_callback.best_model_score
+        run = run_folder_on_rank_zero(trainer)  # with any logger
         result = {
             "value": None if best is None else float(best),
             "pruned": self.pruned,
             "epochs": trainer.current_epoch,
-            "run": trainer.logger.log_dir,
+            "run": str(run),
         }
-        Path(trainer.logger.log_dir, RESULT).write_text(json.dumps(result, indent=2) + "\n")
+        Path(run, RESULT).write_text(json.dumps(result, indent=2) + "\n")
