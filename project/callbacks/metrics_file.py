@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from project.callbacks.run_hparams import run_hparams, tab_values
+from project.files import written_whole
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 from project.search.trial import trial_hparams
 
@@ -54,7 +55,8 @@ class MetricsFile(Callback):
             {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+        with written_whole(path) as file:
+            file.write(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
@@ -69,7 +71,8 @@ class MetricsFile(Callback):
         # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
         # reads as the run's settings, in the sections of its config
         path = log_dir / "hparams.yaml"
-        path.write_text(yaml.safe_dump(hparams, sort_keys=False))
+        with written_whole(path) as file:
+            file.write(yaml.safe_dump(hparams, sort_keys=False))
         values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
         experiment, session_start, session_end = hparams_summary(
             values, dict.fromkeys(sorted(names), 0.0)

@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from lightning import Callback, LightningModule, Trainer
 
+from project.files import written_whole
+
 ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
@@ -125,4 +127,5 @@ class TrialReporter(Callback):
             "epochs": trainer.current_epoch,
             "run": trainer.logger.log_dir,
         }
-        Path(trainer.logger.log_dir, RESULT).write_text(json.dumps(result, indent=2) + "\n")
+        with written_whole(Path(trainer.logger.log_dir, RESULT)) as file:
+            file.write(json.dumps(result, indent=2) + "\n")
