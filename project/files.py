@@ -26,17 +26,19 @@ def is_disk_error(error: BaseException) -> bool:
 
 def disk_error_line(error: OSError) -> str:
     """`cannot write logs/gru/version_0/checkpoints/last.ckpt: No space left on device (ENOSPC)`."""
-    where = error.filename if error.filename is not None else "a file (path unknown)"
+    # TensorBoard's writer names its file in bytes
+    where = os.fsdecode(error.filename) if error.filename is not None else "a file (path unknown)"
     name = errno.errorcode.get(error.errno or 0, str(error.errno))
     return f"cannot write {where}: {error.strerror or error} ({name})"
 
 
-def naming(error: BaseException, path: Path | str) -> None:
+def naming(error: BaseException, path: Path | str, partial: Path | None = None) -> None:
     """Makes `error`'s OSErrors name the file they struck: a failed `write` or `close` names
     none (and torch's writer raises its own error over the OSError). The same objects are
-    changed, so that the report finds the first fault where it happened in a chain."""
+    changed, so that the report finds the first fault where it happened in a chain. A fault in
+    writing `partial`, the file that becomes `path`, is named as `path`'s."""
     for cause in chain_of(error):
-        if isinstance(cause, OSError) and cause.filename is None:
+        if isinstance(cause, OSError) and cause.filename in (None, str(partial)):
             cause.filename = str(path)
 
 
@@ -55,7 +57,7 @@ def written_whole(path: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[
     except BaseException as error:
         with suppress(OSError):  # nothing to remove, or a read-only filesystem
             partial.unlink()
-        naming(error, path)
+        naming(error, path, partial)
         raise
     with suppress(OSError):  # ... and the rename itself survives a power cut
         folder = os.open(path.parent, os.O_RDONLY)

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from project.errors import UserError
+from project.files import EXIT_CODE
 from project.launch_checks import usable_cores
 from project.search.report import write_report
 from project.search.study import Search, child_env
@@ -66,6 +67,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--stale_after", type=float, default=600.0, help="a running trial without heartbeat "
         "this long is failed and run again (longer than a Slurm requeue takes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max_failures", type=int, default=3, help="a worker stops, with the first failure's "
+        "error, after this many failed trials in a row (a broken model fails them all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max_retries", type=int, default=2, help="a stale trial (its worker killed) is run "
+        "again at most this many times",
     )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only write the study's report")
     parser.add_argument(
@@ -122,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         ]
         codes = [worker.wait() for worker in workers]
         if any(codes):
+            if all(code in (0, 2, EXIT_CODE) for code in codes):
+                sys.exit(max(codes))  # each failed worker said why, in one `error:` line
             raise UserError(f"a worker failed (exit codes {codes})")
         write_report(search.study(), search.folder)
     except UserError as error:

@@ -40,6 +40,10 @@ class Search:
             raise UserError(f"--trials must be > 0, got {self.args.trials}")
         if self.args.jobs <= 0:
             raise UserError(f"--jobs must be > 0, got {self.args.jobs}")
+        if self.args.max_failures <= 0:
+            raise UserError(f"--max_failures must be > 0, got {self.args.max_failures}")
+        if self.args.max_retries < 0:
+            raise UserError(f"--max_retries must be >= 0, got {self.args.max_retries}")
         self.pruner_settings()
         space = read_space(self.args.space)
         examples = flags({key: example_value(dist) for key, dist in space.items()})
