@@ -7,6 +7,7 @@ is still uid 0 but a folder without its write bit refuses it, as it refuses a us
 """
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -96,6 +97,7 @@ class Outcome:
     code: int
     seconds: float
     stderr: str
+    folder: Path  # the run folder
     before: dict[str, str]  # checkpoints when the fault struck, and their checksums
     after: dict[str, str] = field(default_factory=dict)
 
@@ -141,9 +143,21 @@ def run_struck(
         seconds = time.monotonic() - started
     finally:
         undo()
-    return Outcome(process.returncode, seconds, stderr, before, checksums(run))
+    return Outcome(process.returncode, seconds, stderr, run, before, checksums(run))
 
 
 def partial_files(folder: Path) -> list[str]:
     """Files a failed write left behind: the project's `.NAME.tmp` and Lightning's `*.tmp*`."""
     return [str(p) for p in folder.rglob("*") if re.search(r"\.tmp($|_)", p.name)]
+
+
+def record_row(test: str, place: str, fault: str, code: int, seconds: float, error: str,
+               intact: bool, resumed_same: bool) -> None:  # fmt: skip
+    """A row of docs/faults.md, when scripts/fault_table.py runs the tests (else nothing)."""
+    table = os.environ.get("PROJECT_FAULT_TABLE")
+    if not table:
+        return
+    row = dict(place=place, fault=fault, code=code, seconds=round(seconds, 1), error=error,
+               intact=intact, resumed_same=resumed_same, test=test)  # fmt: skip
+    with open(table, "a") as file:
+        file.write(json.dumps(row) + "\n")

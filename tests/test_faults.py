@@ -5,8 +5,6 @@ unchanged, no partial file; and once the fault is gone, `--ckpt_path last` ends 
 of a run never struck. `python scripts/fault_table.py` runs this file and writes docs/faults.md
 from the rows the tests record."""
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +14,16 @@ import pytest
 import torch
 
 from tests.conftest import CONFIGS, QUIET
-from tests.faults import CAUSES, ENV, FAULTS, Outcome, partial_files, run_struck, small_disk
+from tests.faults import (
+    CAUSES,
+    ENV,
+    FAULTS,
+    Outcome,
+    partial_files,
+    record_row,
+    run_struck,
+    small_disk,
+)
 
 pytestmark = pytest.mark.slow  # two real runs per case, on a tmpfs mounted for it
 
@@ -34,7 +41,6 @@ FILES = {
     "metrics_json": "metrics.json",
     "predictions_csv": "predictions.csv",
 }
-TABLE = os.environ.get("PROJECT_FAULT_TABLE")  # set by scripts/fault_table.py
 
 
 def project(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -72,20 +78,10 @@ def check(outcome: Outcome, place: str, fault: str, run: Path) -> None:
 
 def record(request: pytest.FixtureRequest, place: str, fault: str, outcome: Outcome,
            same: bool) -> None:  # fmt: skip
-    if not TABLE:
-        return
-    row = {
-        "place": place,
-        "fault": fault,
-        "code": outcome.code,
-        "seconds": round(outcome.seconds, 1),
-        "error": (outcome.error_lines or ["(none)"])[0],
-        "intact": outcome.checkpoints_intact,
-        "resumed_same": same,
-        "test": request.node.nodeid,
-    }
-    with open(TABLE, "a") as file:
-        file.write(json.dumps(row) + "\n")
+    error = (outcome.error_lines or ["(none)"])[0]
+    intact = outcome.checkpoints_intact and not partial_files(outcome.folder)
+    record_row(request.node.nodeid, place, fault, outcome.code, outcome.seconds, error, intact,
+               same)  # fmt: skip
 
 
 @pytest.mark.parametrize("fault", FAULTS)
