@@ -4,6 +4,8 @@ read-only or refused journal stops it with one line, and a rerun finishes the st
 PostgreSQL restart is in tests/test_search_postgres.py."""
 
 import argparse
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,11 +14,23 @@ import pytest
 from optuna.trial import TrialState
 
 from project.search.study import Search
+from project.search.trial import make_storage
 from project.search.worker import SearchWorker
+from tests.callbacks import callback_flag
 from tests.conftest import ROOT
+from tests.faults import (
+    AS_A_USER,
+    CAUSES,
+    ENV,
+    FAULTS,
+    partial_files,
+    record_row,
+    small_disk,
+    strike,
+)
 from tests.test_model_mistakes import MISTAKES
 from tests.test_readme_examples import readme_files
-from tests.test_search import SMALL, load, search, space_file
+from tests.test_search import GRU, SMALL, load, search, space_file
 
 
 def worker_over(tmp_path: Path, **settings: object) -> SearchWorker:
@@ -51,6 +65,23 @@ def test_a_stale_trial_is_retried_at_most_max_retries_times(tmp_path: Path) -> N
         assert all(t.params == study.trials[0].params for t in retries)
 
 
+@pytest.mark.parametrize("cut", [1, 17, -1])
+def test_a_journal_cut_mid_line_loads_and_takes_new_trials(tmp_path: Path, cut: int) -> None:
+    """A full disk or a kill leaves part of a journal line: the study still loads, and what is
+    written next is not glued to the part (Optuna's own backend then fails to load it)."""
+    journal = tmp_path / "journal.log"
+    study = optuna.create_study(study_name="s", storage=make_storage(str(journal)))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    whole = journal.read_bytes()
+    partial = b'{"op_code":8,"worker_id":"w","trial_id":1,"user_attr":{"heartbeat":1.0}}'
+    journal.write_bytes(whole + partial[:cut])
+    study = optuna.load_study(study_name="s", storage=make_storage(str(journal)))
+    assert journal.read_bytes() == whole
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    reloaded = optuna.load_study(study_name="s", storage=make_storage(str(journal)))
+    assert len(reloaded.trials) == 3
+
+
 @pytest.mark.slow
 def test_a_search_whose_trials_all_fail_stops_with_the_first_error(tmp_path: Path) -> None:
     """The README's model without the OptimizerCallable hint fails every trial: the search
@@ -75,3 +106,48 @@ def test_a_search_whose_trials_all_fail_stops_with_the_first_error(tmp_path: Pat
     journal = tmp_path / "logs" / "experiment" / "search" / "space" / "journal.log"
     trials = load(tmp_path, str(journal)).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_in_the_journal_ends_in_one_line_and_a_rerun_finishes_the_study(
+    fault: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The journal on its own small disk, struck while trial 1 runs (trial 0 is told): the
+    search ends within 30 s in one line naming the journal, which keeps what it held, whole;
+    rerun once the fault is gone, the same command finishes the study."""
+    space = space_file(tmp_path)
+    with small_disk(tmp_path / "journal") as disk:
+        journal = disk / "journal.log"
+        args = ["-c", GRU, "--space", space, "--trials", 2, "--pruner", "none", *SMALL]
+        args += ["--storage", journal, "--heartbeat", 0.5, "--stale_after", 3]
+        args += callback_flag("SlowBatches", seconds=0.3, progress="progress")
+        command = [*AS_A_USER, sys.executable, "-m", "project.search", *map(str, args)]
+        process = subprocess.Popen(command, cwd=tmp_path, env=ENV, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        for line in process.stdout:  # the worker's lines: trial 0's result, then trial 1 starts
+            if line.startswith("trial 1 ("):
+                break
+        else:
+            raise AssertionError(f"trial 1 never started: {process.communicate()[1][-3000:]}")
+        held = journal.read_bytes()
+        undo = strike(fault, disk, disk)
+        started = time.monotonic()
+        try:
+            _, stderr = process.communicate(timeout=120)
+            seconds = time.monotonic() - started
+        finally:
+            undo()
+        kept = journal.read_bytes()
+        intact = kept.startswith(held) and kept.endswith(b"\n") and partial_files(disk) == []
+        rerun = search(tmp_path, *args)
+        trials = load(tmp_path, str(journal)).trials
+        finished = sum(t.state == TrialState.COMPLETE for t in trials) == 2
+        (line, *more) = [x for x in stderr.splitlines() if x.startswith("error:")] or ["(none)"]
+        record_row(request.node.nodeid, "search_journal", fault, process.returncode, seconds,
+                   line, intact, rerun.returncode == 0 and finished)  # fmt: skip
+        assert process.returncode == 74 and seconds < 30, stderr[-3000:]
+        assert "Traceback" not in stderr and more == [], stderr[-3000:]
+        assert "journal" in line and CAUSES[fault] in line, line
+        assert intact
+        assert rerun.returncode == 0 and finished, rerun.stdout + rerun.stderr

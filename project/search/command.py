@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from project.errors import UserError
-from project.files import EXIT_CODE
+from project.files import EXIT_CODE, disk_error_line, is_disk_error, naming
 from project.launch_checks import usable_cores
 from project.search.report import write_report
 from project.search.study import Search, child_env
@@ -138,3 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # a full, read-only or refused disk: the journal's, most likely
+        if not is_disk_error(error):
+            raise
+        if "://" not in search.storage_url:  # Optuna's journal writes name no file
+            naming(error, search.storage_url)
+        print(f"error: {disk_error_line(error)}", file=sys.stderr)
+        sys.exit(EXIT_CODE)

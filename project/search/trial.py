@@ -16,6 +16,7 @@ import optuna
 from lightning import Callback, LightningModule, Trainer
 
 from project.files import written_whole
+from project.search.journal import WholeLinesJournal
 
 ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
@@ -46,11 +47,11 @@ def make_pruner(
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage URL, or a journal file path (`*.log`): a file, no server, safe for
-    several processes and on a shared filesystem (Optuna's file lock)."""
+    several processes and on a shared filesystem (Optuna's file lock), and on a full disk
+    (project/search/journal.py)."""
     if "://" in url:
         return optuna.storages.get_storage(url)
-    backend = optuna.storages.journal.JournalFileBackend(url)
-    return optuna.storages.JournalStorage(backend)
+    return optuna.storages.JournalStorage(WholeLinesJournal(url))
 
 
 def trial_settings() -> dict[str, Any] | None:
