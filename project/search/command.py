@@ -27,11 +27,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from project.errors import UserError
+from project.errors import UserError, chain_of
 from project.files import EXIT_CODE, disk_error_line, is_disk_error, naming
 from project.launch_checks import usable_cores
 from project.search.report import write_report
 from project.search.study import Search, child_env
+from project.search.trial import storage_errors
 from project.search.worker import SearchWorker
 
 
@@ -137,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         write_report(search.study(), search.folder)
     except UserError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2)
+    except storage_errors() as error:  # the database's server is gone, for longer than PATIENCE
+        root = [e for e in chain_of(error) if e.__cause__ is None and e.__context__ is None][-1:]
+        first = (str(root[0]) if root else str(error)).strip().splitlines()[:1] or [repr(error)]
+        print(f"error: storage {search.shown_storage()} unreachable: {first[0]} (rerun the same "
+              "command to continue the study)", file=sys.stderr)  # fmt: skip
         sys.exit(2)
     except OSError as error:  # a full, read-only or refused disk: the journal's, most likely
         if not is_disk_error(error):

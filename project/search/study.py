@@ -86,7 +86,15 @@ class Search:
             raise
         except Exception as error:  # noqa: BLE001 (a database's own errors: many types)
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise UserError(f"storage {self.storage_url} unreachable: {first}") from None
+            raise UserError(f"storage {self.shown_storage()} unreachable: {first}") from None
+
+    def shown_storage(self) -> str:
+        """The storage URL as printed: without its password."""
+        if "://" not in self.storage_url:
+            return self.storage_url
+        import sqlalchemy.engine
+
+        return sqlalchemy.engine.make_url(self.storage_url).render_as_string(hide_password=True)
 
     def pruner_settings(self) -> dict[str, Any]:
         a = self.args

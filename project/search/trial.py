@@ -9,8 +9,10 @@ sees it.
 
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from lightning import Callback, LightningModule, Trainer
@@ -18,6 +20,7 @@ from lightning import Callback, LightningModule, Trainer
 from project.files import written_whole
 from project.search.journal import WholeLinesJournal
 
+T = TypeVar("T")
 ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
@@ -50,8 +53,33 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     several processes and on a shared filesystem (Optuna's file lock), and on a full disk
     (project/search/journal.py)."""
     if "://" in url:
-        return optuna.storages.get_storage(url)
+        # a connection the server dropped (restarted) is replaced before use, not failed on
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     return optuna.storages.JournalStorage(WholeLinesJournal(url))
+
+
+# a database server restarted or briefly unreachable: how long a storage call is tried again
+PATIENCE = 120.0
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a database storage raises when its server is gone (Optuna wraps some errors)."""
+    import sqlalchemy.exc
+
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+
+
+def patiently(call: Callable[[], T], patience: float = PATIENCE) -> T:
+    """`call()`, tried again every second while the storage's server is unreachable (a
+    restart), for up to `patience` seconds; then its error goes on."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return call()
+        except storage_errors():
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def trial_settings() -> dict[str, Any] | None:
@@ -112,8 +140,9 @@ class TrialReporter(Callback):
             value = trainer.callback_metrics.get(trainer.checkpoint_callback.monitor)
             if value is not None:
                 # the epoch as the step: the same epoch of every trial is compared
-                self.trial.report(float(value), step=trainer.current_epoch)
-                prune = self.trial.should_prune()
+                step = trainer.current_epoch
+                patiently(lambda: self.trial.report(float(value), step=step))
+                prune = patiently(self.trial.should_prune)
         if trainer.strategy.broadcast(prune, src=0):
             self.pruned = True
             trainer.should_stop = True

@@ -17,7 +17,7 @@ from project.errors import UserError
 from project.runs import latest_checkpoint, slurm_job
 from project.search.space import flags, read_space
 from project.search.study import FINISHED, IN_PLAY, Search, child_env
-from project.search.trial import ENV, RESULT, make_storage
+from project.search.trial import ENV, RESULT, make_storage, patiently
 
 
 class SearchWorker(Search):
@@ -59,12 +59,12 @@ class SearchWorker(Search):
         """Runs (or continues) a trial to its end and tells the study; True when the process
         was interrupted (Slurm requeues this worker, which will continue the trial)."""
         storage = make_storage(self.storage_url)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
+        trial_id = patiently(lambda: storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(self.name), number
-        )
+        ))  # fmt: skip
         me = worker_name(self.args.worker or 0)
         for key, value in (("worker", me), ("run", str(run)), ("heartbeat", time.time())):
-            storage.set_trial_user_attr(trial_id, key, value)
+            patiently(lambda k=key, v=value: storage.set_trial_user_attr(trial_id, k, v))
         (run / RESULT).unlink(missing_ok=True)
         checkpoint = latest_checkpoint(run) if run.is_dir() else None
         command = [
@@ -99,15 +99,23 @@ class SearchWorker(Search):
             stop.set()
             beat.join()
         result = json.loads((run / RESULT).read_text()) if (run / RESULT).exists() else None
+        # told patiently: a trial that ran must not be lost to a database restarting meanwhile
+        patiently(lambda: self.tell(study, storage, trial_id, number, result, code, log))
+        return result is None and code == 0
+
+    def tell(self, study: optuna.Study, storage: optuna.storages.BaseStorage, trial_id: int,
+             number: int, result: dict | None, code: int, log: Path) -> None:  # fmt: skip
+        """Tells the study how the trial ended (an interrupted one: nothing, it goes on)."""
         if result is None and code == 0:  # saved and stopped on a signal: to be continued
             print(f"trial {number} interrupted: it continues when this worker does", flush=True)
-            return True
+            return
         if result is None or (result["value"] is None and not result["pruned"]):
-            storage.set_trial_user_attr(trial_id, "error", tail(log))
-            study.tell(number, state=TrialState.FAIL)
+            if study.trials[number].state == TrialState.RUNNING:  # else: told before a retry
+                storage.set_trial_user_attr(trial_id, "error", tail(log))
+                study.tell(number, state=TrialState.FAIL)
             print(f"trial {number} failed (exit {code}): see {log}", flush=True)
             self.give_up_after_failure(number, log)
-            return False
+            return
         self.failed = []
         if result["pruned"]:
             study.tell(number, state=TrialState.PRUNED)
@@ -116,7 +124,6 @@ class SearchWorker(Search):
             storage.set_trial_user_attr(trial_id, "epochs", result["epochs"])
             study.tell(number, result["value"])
             print(f"trial {number}: {result['value']:.6g}", flush=True)
-        return False
 
     def give_up_after_failure(self, number: int, log: Path) -> None:
         """Stops this worker after `--max_failures` failed trials in a row: a model or a setting
