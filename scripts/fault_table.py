@@ -16,14 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_faults.py", "tests/test_search_faults.py"]
+TESTS = ["tests/test_faults.py", "tests/test_search_faults.py", "tests/test_search_postgres.py"]
 PLACES = {
     "first_checkpoint": "the first checkpoint (end of epoch 0)",
     "periodic_last_ckpt": "a periodic `last.ckpt` (`every_n_train_steps`)",
     "tensorboard_events": "TensorBoard's event file (mid-epoch curves)",
     "metrics_json": "`metrics.json` (end of fit)",
     "predictions_csv": "`predictions.csv` (`predict`)",
-    "search_journal": "the search's journal (between trials)",
+    "search_journal": "the search's journal (while trial 1 runs)",
+    "search_database": "the search's PostgreSQL server (while trial 1 runs)",
 }
 FAULTS = {
     "disk_full": "disk full (ENOSPC)",
@@ -56,7 +57,8 @@ def render(rows: list[dict], command: str) -> str:
         "- *resumed = uninterrupted*: once the fault is removed, `fit -c RUN/config.yaml",
         "  --ckpt_path last` ends with bitwise the weights of a run never struck (a run struck",
         "  before its first checkpoint starts again; `predict` is rerun and writes the same file;",
-        "  a search is rerun and finishes its study).",
+        "  a search is rerun and finishes its study; for a database restart, *seconds* is until",
+        "  the search ended, and *resumed* means the study finished with no trial lost).",
         "",
         "| where it struck | fault | exit | seconds | the error line | intact | resumed = "
         "uninterrupted | test |",

@@ -101,3 +101,10 @@ def check_outputs(model: Any, outputs: torch.Tensor, batch_size: int) -> None:
         f"{shape} for a batch of {batch_size}; with num_outputs={model.num_outputs} it must "
         f"return ({batch_size}, {model.num_outputs}) ({CONTRACT})"
     )
+
+
+def check_outputs_once(model: Any, outputs: torch.Tensor, batch_size: int, stage: str) -> None:
+    """`check_outputs` at a stage's first step: a check costs about as much as a `self.log`."""
+    if stage not in model.outputs_checked:
+        check_outputs(model, outputs, batch_size)
+        model.outputs_checked.add(stage)

@@ -81,7 +81,7 @@ class SupervisedModule(LightningModule):
         self.stage_losses = nn.ModuleDict({s: LossMean() for s in ("train_", "val_", "test_")})
         # training steps not yet given to the training metrics (`apply_training_metrics`)
         self.unapplied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = []
-        self.outputs_checked: set[str] = set()  # stages whose `forward` gave the right shape
+        self.outputs_checked: set[str] = set()  # stages whose `forward` had the right shape
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
         # drawn at the end of each validation and test by project.figures.TensorBoardFigures
         stages = ("val_", "test_") if task == "classification" else ()
@@ -151,13 +151,10 @@ class SupervisedModule(LightningModule):
         if stage == "train":
             inputs, loss_targets = self.mix(inputs, targets)
         outputs = self(inputs, *lengths)
-        if stage not in self.outputs_checked:  # once per stage: a check costs as much as a log
-            contract.check_outputs(self, outputs[0] if isinstance(outputs, tuple) else outputs,
-                                   len(targets))  # fmt: skip
-            self.outputs_checked.add(stage)
+        prediction = outputs[0] if isinstance(outputs, tuple) else outputs  # see `loss`
+        contract.check_outputs_once(self, prediction, len(targets), stage)
         loss = self.loss(outputs, loss_targets)
-        if isinstance(outputs, tuple):  # the prediction, then auxiliary outputs (`loss`)
-            outputs = outputs[0]
+        outputs = prediction
         if self.task == "regression":
             outputs = outputs.reshape(targets.shape)
             targets = targets.to(outputs.dtype)
