@@ -29,9 +29,7 @@ def disk_error_line(error: OSError) -> str:
     # TensorBoard's writer names its file in bytes
     where = os.fsdecode(error.filename) if error.filename is not None else "a file (path unknown)"
     name = errno.errorcode.get(error.errno or 0, str(error.errno))
-    # a refused permission or an I/O error may strike a read too
-    verb = "write" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
-    return f"cannot {verb} {where}: {error.strerror or error} ({name})"
+    return f"cannot write {where}: {error.strerror or error} ({name})"
 
 
 def naming(error: BaseException, path: Path | str, partial: Path | None = None) -> None:
