@@ -38,18 +38,30 @@ def yes(value: bool) -> str:
     return "yes" if value else "**no**"
 
 
-def render(rows: list[dict], command: str) -> str:
+def seconds(value: float) -> str:
+    return f"**{value}**" if value >= 30 else str(value)
+
+
+def short(test: str) -> str:
+    """`tests/test_faults.py::test_x[place-fault]` as `test_faults.py [place-fault]`."""
+    path, _, name = test.partition("::")
+    case = name[name.find("[") :] if "[" in name else ""
+    return f"`{Path(path).name}` `{case or name}`"
+
+
+def render(rows: list[dict], source: str) -> str:
     order = {p: k for k, p in enumerate(PLACES)}
     rows = sorted(rows, key=lambda r: (order.get(r["place"], 99), list(FAULTS).index(r["fault"])))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     lines = [
         "# Faults: what a run does when the machine fails it",
         "",
-        f"Written by `{command}` on {when} ({platform.node()}, a shared 2-core machine, so the",
-        "seconds are loose upper bounds) from real faults on a tmpfs: filled until the kernel",
-        "says ENOSPC, remounted read-only, or its run folder made unwritable for a process without",
-        "root's override (`setpriv`, tests/faults.py). Each row is one test; the fault strikes",
-        "just before the run writes the place (tests/fault_point.py chooses the moment only).",
+        f"{source} on {when}, on {platform.node()}: 2 cores shared with other work, so the",
+        "seconds are loose upper bounds (over the 30 s the tests allow: in bold). The faults are",
+        "real, on a tmpfs: filled until the kernel says ENOSPC, remounted read-only, or the run",
+        "folder made unwritable for a process without root's override (`setpriv`,",
+        "tests/faults.py). The fault strikes just before the run writes the place",
+        "(tests/fault_point.py chooses the moment, nothing else).",
         "",
         "- *seconds*: from the fault to the process's exit;",
         "- *intact*: every checkpoint the run had when struck is byte-identical afterwards, and no",
@@ -61,16 +73,19 @@ def render(rows: list[dict], command: str) -> str:
         "  the search ended, and *resumed* means the study finished with no trial lost).",
         "",
         "| where it struck | fault | exit | seconds | the error line | intact | resumed = "
-        "uninterrupted | test |",
+        "uninterrupted | test (case) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         error = row["error"].replace("|", "\\|")
         lines.append(
             f"| {PLACES.get(row['place'], row['place'])} | {FAULTS.get(row['fault'], row['fault'])}"
-            f" | {row['code']} | {row['seconds']} | `{error}` | {yes(row['intact'])} | "
-            f"{yes(row['resumed_same'])} | `{row['test']}` |"
+            f" | {row['code']} | {seconds(row['seconds'])} | `{error}` | {yes(row['intact'])} | "
+            f"{yes(row['resumed_same'])} | {short(row['test'])} |"
         )
+    tests = sorted({row["test"].split("[")[0] for row in rows})
+    lines += ["", "The tests (each case is one parameter of one of them):", ""]
+    lines += [f"- `{test}`" for test in tests]
     lines += [
         "",
         "A DDP rank or a DataLoader worker killed outright: see the rows the distributed tests add",
@@ -85,7 +100,12 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, help="render these recorded rows, run nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "faults.md")
     args = parser.parse_args()
-    command = "python scripts/fault_table.py"
+    source = "Written by `python scripts/fault_table.py` from the tests' runs"
+    if args.rows is not None:
+        source = (
+            "Rows recorded by the tests below (run with `PROJECT_FAULT_TABLE=rows.jsonl`), "
+            "written by\n`python scripts/fault_table.py --rows rows.jsonl`,"
+        )
     if args.rows is None:
         rows_file = Path(tempfile.mkdtemp()) / "rows.jsonl"
         env = {**os.environ, "PROJECT_FAULT_TABLE": str(rows_file), "PYTHONPATH": str(ROOT)}
@@ -96,7 +116,7 @@ def main() -> None:
     else:
         rows_file = args.rows
     rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
-    args.out.write_text(render(rows, command))
+    args.out.write_text(render(rows, source))
     print(f"{len(rows)} rows -> {args.out}")
 
 
