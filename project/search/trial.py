@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import optuna
 from lightning import Callback, LightningModule, Trainer
 
-from project.files import written_whole
+from project.files import naming, written_whole
 from project.search.journal import WholeLinesJournal
 
 T = TypeVar("T")
@@ -141,8 +141,13 @@ class TrialReporter(Callback):
             if value is not None:
                 # the epoch as the step: the same epoch of every trial is compared
                 step = trainer.current_epoch
-                patiently(lambda: self.trial.report(float(value), step=step))
-                prune = patiently(self.trial.should_prune)
+                try:
+                    patiently(lambda: self.trial.report(float(value), step=step))
+                    prune = patiently(self.trial.should_prune)
+                except OSError as error:  # Optuna's journal writes name no file
+                    if "://" not in self.storage_url:
+                        naming(error, self.storage_url)
+                    raise
         if trainer.strategy.broadcast(prune, src=0):
             self.pruned = True
             trainer.should_stop = True
