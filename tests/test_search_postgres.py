@@ -24,14 +24,25 @@ from tests.test_search import GRU, SMALL, search, space_file
 PORT = 55432
 
 
+def postgres_bin() -> Path | None:
+    """The folder of initdb and pg_ctl: on PATH, or where Debian's package puts them."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    folders = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return folders[-1] if folders else None
+
+
 def as_postgres(command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["su", "postgres", "-c", command], capture_output=True, text=True)
+    path = f"{postgres_bin()}:/usr/bin:/bin"
+    return subprocess.run(["su", "postgres", "-c", f"PATH={path} {command}"],
+                          capture_output=True, text=True)  # fmt: skip
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[str, Path]]:
     """A PostgreSQL server of this test: its URL and data folder."""
-    if os.geteuid() != 0 or not shutil.which("pg_ctl") or not shutil.which("initdb"):
+    if os.geteuid() != 0 or postgres_bin() is None:
         service_missing("needs root and PostgreSQL's initdb and pg_ctl")
     folder = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
     shutil.chown(folder, "postgres", "postgres")
