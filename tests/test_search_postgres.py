@@ -41,7 +41,7 @@ def as_postgres(command: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[str, Path]]:
-    """A PostgreSQL server of this test: its URL and data folder."""
+    """A PostgreSQL server of this test: its URL and folder (data/, log)."""
     if os.geteuid() != 0 or postgres_bin() is None:
         service_missing("needs root and PostgreSQL's initdb and pg_ctl")
     folder = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
@@ -55,7 +55,7 @@ def own_postgres() -> Iterator[tuple[str, Path]]:
     try:
         created = as_postgres(f"createdb -h {folder} -p {PORT} search")
         assert created.returncode == 0, created.stderr
-        yield f"postgresql+psycopg://postgres@localhost:{PORT}/search", data
+        yield f"postgresql+psycopg://postgres@localhost:{PORT}/search", folder
     finally:
         as_postgres(f"pg_ctl -D {data} -m immediate -w stop")
         shutil.rmtree(folder, ignore_errors=True)
@@ -65,7 +65,7 @@ def own_postgres() -> Iterator[tuple[str, Path]]:
 def test_a_postgresql_restart_mid_trial_loses_no_trial(
     own_postgres: tuple[str, Path], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url, data = own_postgres
+    url, folder = own_postgres
     space = space_file(tmp_path)
     args = ["-c", GRU, "--space", space, "--storage", url, "--trials", 3, "--pruner", "none"]
     args += [*SMALL, "--heartbeat", 0.5, "--stale_after", 3]
@@ -81,7 +81,8 @@ def test_a_postgresql_restart_mid_trial_loses_no_trial(
     else:
         raise AssertionError(f"trial 1 never started: {process.communicate()[1][-3000:]}")
     time.sleep(1.0)  # mid-trial
-    restarted = as_postgres(f"pg_ctl -D {data} -m fast -w restart")
+    # -l: the server's output to its log, not to this test's pipe (which would then never end)
+    restarted = as_postgres(f"pg_ctl -D {folder}/data -l {folder}/log -m fast -w restart")
     assert restarted.returncode == 0, restarted.stderr
     started = time.monotonic()
     out, err = process.communicate(timeout=600)
