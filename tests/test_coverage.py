@@ -34,12 +34,17 @@ IMAGE = (
 TRAINER = (f"{SCALING}::test_trainer_overlay_prints_its_config",)  # each overlay's keys resolve
 GPU_ONLY = (*TRAINER, f"{SCALING}::test_gpu_overlay_without_gpu_is_one_line")
 SEARCH = ("tests/test_search.py::test_a_shipped_space_is_checked_against_its_experiment",)
+# the baselines' floors on seeds other than 42 (slow: whole trainings)
+BASELINE = (
+    *EXPERIMENT,
+    "tests/test_baselines.py::test_each_shipped_sequence_config_reaches_its_floor_on_other_seeds",
+)
 
 # each config (its path under configs/) and the tests that exercise it ("file::function")
 EXERCISED_BY: dict[str, tuple[str, ...]] = {
-    "sequence/gru.yaml": EXPERIMENT,
-    "sequence/lstm.yaml": EXPERIMENT,
-    "sequence/rnn.yaml": EXPERIMENT,
+    "sequence/gru.yaml": BASELINE,
+    "sequence/lstm.yaml": BASELINE,
+    "sequence/rnn.yaml": BASELINE,
     "sequence/signal_frequency.yaml": EXPERIMENT,
     "debug/fast_dev_run.yaml": DEBUG,
     "debug/limit_batches.yaml": DEBUG,
