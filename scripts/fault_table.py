@@ -38,8 +38,10 @@ def yes(value: bool) -> str:
     return "yes" if value else "**no**"
 
 
-def seconds(value: float) -> str:
-    return f"**{value}**" if value >= 30 else str(value)
+def seconds(row: dict) -> str:
+    """Bold when a struck run took longer than 30 s to exit (a restart's row: the whole search)."""
+    late = row["seconds"] >= 30 and row["fault"] != "server_restart"
+    return f"**{row['seconds']}**" if late else str(row["seconds"])
 
 
 def short(test: str) -> str:
@@ -80,7 +82,7 @@ def render(rows: list[dict], source: str) -> str:
         error = row["error"].replace("|", "\\|")
         lines.append(
             f"| {PLACES.get(row['place'], row['place'])} | {FAULTS.get(row['fault'], row['fault'])}"
-            f" | {row['code']} | {seconds(row['seconds'])} | `{error}` | {yes(row['intact'])} | "
+            f" | {row['code']} | {seconds(row)} | `{error}` | {yes(row['intact'])} | "
             f"{yes(row['resumed_same'])} | {short(row['test'])} |"
         )
     tests = sorted({row["test"].split("[")[0] for row in rows})
