@@ -1,7 +1,6 @@
 """Checks a checkpoint given with `--ckpt_path` before any work, so a wrong one costs one line;
 writes checkpoints so that a kill mid-write never costs the previous one."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from lightning import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.errors import UserError
+from project.files import written_whole
 from project.weights import load_weights_only
 
 # values Lightning resolves itself (`fit --ckpt_path last` and friends)
@@ -78,16 +78,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # one fixed name per target: a write killed halfway leaves one stray file, which the next
-        # save of the same checkpoint replaces (only rank 0 writes, so no two processes share it)
-        partial = path.with_name(f".{path.name}.tmp")
-        with open(partial, "wb") as file:
+        # one fixed name per target (project/files.py): a write killed halfway leaves one stray
+        # file, which the next save of the same checkpoint replaces (only rank 0 writes)
+        with written_whole(path, "wb") as file:
             torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the name points at it
-        os.replace(partial, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # ... and the rename itself survives a power cut
-        finally:
-            os.close(folder)

@@ -46,12 +46,14 @@ def space_file(folder: Path, text: str = SPACE, name: str = "space") -> Path:
     return path
 
 
-def search(cwd: Path, *args: object, timeout: float = 600) -> subprocess.CompletedProcess:
+def search(
+    cwd: Path, *args: object, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`python -m project.search ARGS` as a user types it, in `cwd`."""
     return subprocess.run(
         [sys.executable, "-m", "project.search", *map(str, args)],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -8,6 +8,7 @@ import yaml
 from lightning import Callback, LightningModule, Trainer
 
 from project.callbacks.run_hparams import run_hparams, tab_values
+from project.files import written_whole
 from project.run_loggers import log_hparams
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 from project.search.trial import trial_hparams
@@ -54,7 +55,8 @@ class MetricsFile(Callback):
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()
                         if k.startswith(prefixes)})  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+        with written_whole(path) as file:
+            file.write(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # a module of this template names its metrics; any other LightningModule's are known
@@ -79,7 +81,8 @@ class MetricsFile(Callback):
         # hparams.yaml too (Lightning wrote the model's init arguments there): what a person
         # reads as the run's settings, in the sections of its config
         path = log_dir / "hparams.yaml"
-        path.write_text(yaml.safe_dump(hparams, sort_keys=False))
+        with written_whole(path) as file:
+            file.write(yaml.safe_dump(hparams, sort_keys=False))
         values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
         log_hparams(trainer, values, names)
 

@@ -10,6 +10,8 @@ import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from project.files import written_whole
+
 
 class PredictionsFile(BasePredictionWriter):
     """Columns: `index`, then `predicted` and `prob_<class>` (classification) or `value_<k>`;
@@ -75,7 +77,7 @@ class PredictionsFile(BasePredictionWriter):
             header = ["index", *(f"value_{k}" for k in range(width))]
         if names is not None:
             header.insert(1, "file")
-        with path.open("w", newline="") as file:
+        with written_whole(path, newline="") as file:
             writer = csv.writer(file)
             writer.writerow(header)
             for index in sorted(rows):

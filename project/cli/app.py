@@ -27,6 +27,7 @@ from project.cli.setting_checks import check_settings
 from project.cli.summary import print_run_summary
 from project.errors import UserError
 from project.launch_checks import check_launch, run_here
+from project.models.contract import check_init_of
 from project.runs import CONFIG, CheckpointReads, other_data_name
 from project.search.trial import reporter_from_env
 
@@ -88,6 +89,8 @@ class ProjectCLI(LightningCLI):
         check_settings(config.trainer)  # numbers Lightning takes although they make no sense
         check_learning_rate(config)
         note_settings_the_model_ignores(config)
+        # a user's model class against the contract (README: "Add your model, your data")
+        check_init_of(config.model.class_path, (config.get("data") or {}).get("class_path"))
         name_experiment(config)
         if self.subcommand == "fit":
             start_run_folder(config)

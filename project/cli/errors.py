@@ -14,7 +14,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from project.cli.carried_settings import parsed_with_notes
-from project.errors import UserError
+from project.errors import UserError, chain_of
 
 NOISE = (
     "Does not validate against any of the Union subtypes",
@@ -94,9 +94,7 @@ def user_error_in(error: BaseException | None) -> BaseException | None:
     Trainer setting (`MisconfigurationException`), or a setting whose optional package is not
     installed (Lightning's "Requirement 'x' not met. HINT: …"). jsonargparse wraps what classes
     raise in `__init__`, so the whole chain is searched."""
-    while error is not None and not is_user_error(error):
-        error = error.__cause__ or error.__context__
-    return error
+    return next(filter(is_user_error, chain_of(error)), None)
 
 
 def is_user_error(error: BaseException) -> bool:

@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from project.figures import TensorBoardFigures
 from project.loggers import step_is_written
-from project.models import optimizers
+from project.models import contract, optimizers
 from project.models.metrics import LossMean, balanced_weights, check_loss_options, task_metrics
 from project.task import Task
 
@@ -81,6 +81,7 @@ class SupervisedModule(LightningModule):
         self.stage_losses = nn.ModuleDict({s: LossMean() for s in ("train_", "val_", "test_")})
         # training steps not yet given to the training metrics (`apply_training_metrics`)
         self.unapplied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = []
+        self.outputs_checked: set[str] = set()  # stages whose `forward` had the right shape
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
         # drawn at the end of each validation and test by project.figures.TensorBoardFigures
         stages = ("val_", "test_") if task == "classification" else ()
@@ -104,6 +105,7 @@ class SupervisedModule(LightningModule):
         return copied
 
     def setup(self, stage: str) -> None:
+        contract.check_net(self)  # before any work: not at the first batch, as a traceback
         # a resumed run then loads the weights it started with from its checkpoint
         if stage == "fit" and self.balanced:
             labels = self.trainer.datamodule.train_labels()
@@ -149,9 +151,10 @@ class SupervisedModule(LightningModule):
         if stage == "train":
             inputs, loss_targets = self.mix(inputs, targets)
         outputs = self(inputs, *lengths)
+        prediction = outputs[0] if isinstance(outputs, tuple) else outputs  # see `loss`
+        contract.check_outputs_once(self, prediction, len(targets), stage)
         loss = self.loss(outputs, loss_targets)
-        if isinstance(outputs, tuple):  # the prediction, then auxiliary outputs (`loss`)
-            outputs = outputs[0]
+        outputs = prediction
         if self.task == "regression":
             outputs = outputs.reshape(targets.shape)
             targets = targets.to(outputs.dtype)
@@ -207,6 +210,7 @@ class SupervisedModule(LightningModule):
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         inputs, _, *lengths = batch
         outputs = self(inputs, *lengths)
+        contract.check_outputs(self, outputs, len(inputs))
         return outputs.softmax(-1) if self.task == "classification" else outputs
 
     def on_train_epoch_end(self) -> None:

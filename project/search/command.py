@@ -27,10 +27,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from project.errors import UserError
+from project.errors import UserError, chain_of
+from project.files import EXIT_CODE, disk_error_line, is_disk_error, naming
 from project.launch_checks import usable_cores
 from project.search.report import write_report
 from project.search.study import Search, child_env
+from project.search.trial import storage_errors
 from project.search.worker import SearchWorker
 
 
@@ -66,6 +68,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--stale_after", type=float, default=600.0, help="a running trial without heartbeat "
         "this long is failed and run again (longer than a Slurm requeue takes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max_failures", type=int, default=3, help="a worker stops, with the first failure's "
+        "error, after this many failed trials in a row (a broken model fails them all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max_retries", type=int, default=2, help="a stale trial (its worker killed) is run "
+        "again at most this many times",
     )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only write the study's report")
     parser.add_argument(
@@ -122,8 +132,23 @@ def main(argv: list[str] | None = None) -> None:
         ]
         codes = [worker.wait() for worker in workers]
         if any(codes):
+            if all(code in (0, 2, EXIT_CODE) for code in codes):
+                sys.exit(max(codes))  # each failed worker said why, in one `error:` line
             raise UserError(f"a worker failed (exit codes {codes})")
         write_report(search.study(), search.folder)
     except UserError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
+    except storage_errors() as error:  # the database's server is gone, for longer than PATIENCE
+        root = [e for e in chain_of(error) if e.__cause__ is None and e.__context__ is None][-1:]
+        first = (str(root[0]) if root else str(error)).strip().splitlines()[:1] or [repr(error)]
+        print(f"error: storage {search.shown_storage()} unreachable: {first[0]} (rerun the same "
+              "command to continue the study)", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    except OSError as error:  # a full, read-only or refused disk: the journal's, most likely
+        if not is_disk_error(error):
+            raise
+        if "://" not in search.storage_url:  # Optuna's journal writes name no file
+            naming(error, search.storage_url)
+        print(f"error: {disk_error_line(error)}", file=sys.stderr)
+        sys.exit(EXIT_CODE)

@@ -40,6 +40,10 @@ class Search:
             raise UserError(f"--trials must be > 0, got {self.args.trials}")
         if self.args.jobs <= 0:
             raise UserError(f"--jobs must be > 0, got {self.args.jobs}")
+        if self.args.max_failures <= 0:
+            raise UserError(f"--max_failures must be > 0, got {self.args.max_failures}")
+        if self.args.max_retries < 0:
+            raise UserError(f"--max_retries must be >= 0, got {self.args.max_retries}")
         self.pruner_settings()
         space = read_space(self.args.space)
         examples = flags({key: example_value(dist) for key, dist in space.items()})
@@ -82,7 +86,15 @@ class Search:
             raise
         except Exception as error:  # noqa: BLE001 (a database's own errors: many types)
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise UserError(f"storage {self.storage_url} unreachable: {first}") from None
+            raise UserError(f"storage {self.shown_storage()} unreachable: {first}") from None
+
+    def shown_storage(self) -> str:
+        """The storage URL as printed: without its password."""
+        if "://" not in self.storage_url:
+            return self.storage_url
+        import sqlalchemy.engine
+
+        return sqlalchemy.engine.make_url(self.storage_url).render_as_string(hide_password=True)
 
     def pruner_settings(self) -> dict[str, Any]:
         a = self.args

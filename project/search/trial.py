@@ -9,14 +9,19 @@ sees it.
 
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from lightning import Callback, LightningModule, Trainer
 
+from project.files import naming, written_whole
 from project.runs import run_folder_on_rank_zero
+from project.search.journal import WholeLinesJournal
 
+T = TypeVar("T")
 ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
@@ -46,11 +51,36 @@ def make_pruner(
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage URL, or a journal file path (`*.log`): a file, no server, safe for
-    several processes and on a shared filesystem (Optuna's file lock)."""
+    several processes and on a shared filesystem (Optuna's file lock), and on a full disk
+    (project/search/journal.py)."""
     if "://" in url:
-        return optuna.storages.get_storage(url)
-    backend = optuna.storages.journal.JournalFileBackend(url)
-    return optuna.storages.JournalStorage(backend)
+        # a connection the server dropped (restarted) is replaced before use, not failed on
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    return optuna.storages.JournalStorage(WholeLinesJournal(url))
+
+
+# a database server restarted or briefly unreachable: how long a storage call is tried again
+PATIENCE = 120.0
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a database storage raises when its server is gone (Optuna wraps some errors)."""
+    import sqlalchemy.exc
+
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+
+
+def patiently(call: Callable[[], T], patience: float = PATIENCE) -> T:
+    """`call()`, tried again every second while the storage's server is unreachable (a
+    restart), for up to `patience` seconds; then its error goes on."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return call()
+        except storage_errors():
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def trial_settings() -> dict[str, Any] | None:
@@ -111,8 +141,14 @@ class TrialReporter(Callback):
             value = trainer.callback_metrics.get(trainer.checkpoint_callback.monitor)
             if value is not None:
                 # the epoch as the step: the same epoch of every trial is compared
-                self.trial.report(float(value), step=trainer.current_epoch)
-                prune = self.trial.should_prune()
+                step = trainer.current_epoch
+                try:
+                    patiently(lambda: self.trial.report(float(value), step=step))
+                    prune = patiently(self.trial.should_prune)
+                except OSError as error:  # Optuna's journal writes name no file
+                    if "://" not in self.storage_url:
+                        naming(error, self.storage_url)
+                    raise
         if trainer.strategy.broadcast(prune, src=0):
             self.pruned = True
             trainer.should_stop = True
@@ -128,4 +164,5 @@ class TrialReporter(Callback):
             "epochs": trainer.current_epoch,
             "run": str(run),
         }
-        Path(run, RESULT).write_text(json.dumps(result, indent=2) + "\n")
+        with written_whole(Path(run, RESULT)) as file:
+            file.write(json.dumps(result, indent=2) + "\n")

@@ -13,10 +13,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from project.errors import UserError
 from project.runs import latest_checkpoint, slurm_job
 from project.search.space import flags, read_space
 from project.search.study import FINISHED, IN_PLAY, Search, child_env
-from project.search.trial import ENV, RESULT, make_storage
+from project.search.trial import ENV, RESULT, make_storage, patiently
 
 
 class SearchWorker(Search):
@@ -26,6 +27,7 @@ class SearchWorker(Search):
         study = self.study(worker=index)
         space = read_space(self.args.space)
         me = worker_name(index)
+        self.failed: list[tuple[int, Path]] = []  # this worker's failed trials in a row, and logs
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.user_attrs.get("worker") == me:  # this Slurm task, requeued mid-trial
                 print(f"worker {me}: continuing trial {trial.number}", flush=True)
@@ -57,12 +59,12 @@ class SearchWorker(Search):
         """Runs (or continues) a trial to its end and tells the study; True when the process
         was interrupted (Slurm requeues this worker, which will continue the trial)."""
         storage = make_storage(self.storage_url)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
+        trial_id = patiently(lambda: storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(self.name), number
-        )
+        ))  # fmt: skip
         me = worker_name(self.args.worker or 0)
         for key, value in (("worker", me), ("run", str(run)), ("heartbeat", time.time())):
-            storage.set_trial_user_attr(trial_id, key, value)
+            patiently(lambda k=key, v=value: storage.set_trial_user_attr(trial_id, k, v))
         (run / RESULT).unlink(missing_ok=True)
         checkpoint = latest_checkpoint(run) if run.is_dir() else None
         command = [
@@ -97,21 +99,44 @@ class SearchWorker(Search):
             stop.set()
             beat.join()
         result = json.loads((run / RESULT).read_text()) if (run / RESULT).exists() else None
+        # told patiently: a trial that ran must not be lost to a database restarting meanwhile
+        patiently(lambda: self.tell(study, storage, trial_id, number, result, code, log))
+        return result is None and code == 0
+
+    def tell(self, study: optuna.Study, storage: optuna.storages.BaseStorage, trial_id: int,
+             number: int, result: dict | None, code: int, log: Path) -> None:  # fmt: skip
+        """Tells the study how the trial ended (an interrupted one: nothing, it goes on)."""
         if result is None and code == 0:  # saved and stopped on a signal: to be continued
             print(f"trial {number} interrupted: it continues when this worker does", flush=True)
-            return True
+            return
         if result is None or (result["value"] is None and not result["pruned"]):
-            storage.set_trial_user_attr(trial_id, "error", tail(log))
-            study.tell(number, state=TrialState.FAIL)
+            if study.trials[number].state == TrialState.RUNNING:  # else: told before a retry
+                storage.set_trial_user_attr(trial_id, "error", tail(log))
+                study.tell(number, state=TrialState.FAIL)
             print(f"trial {number} failed (exit {code}): see {log}", flush=True)
-        elif result["pruned"]:
+            self.give_up_after_failure(number, log)
+            return
+        self.failed = []
+        if result["pruned"]:
             study.tell(number, state=TrialState.PRUNED)
             print(f"trial {number} pruned after epoch {result['epochs']}", flush=True)
         else:
             storage.set_trial_user_attr(trial_id, "epochs", result["epochs"])
             study.tell(number, result["value"])
             print(f"trial {number}: {result['value']:.6g}", flush=True)
-        return False
+
+    def give_up_after_failure(self, number: int, log: Path) -> None:
+        """Stops this worker after `--max_failures` failed trials in a row: a model or a setting
+        that fails every trial would otherwise fail them forever (failed trials do not count
+        toward `--trials`). The error is the first failure's, with its log."""
+        self.failed.append((number, log))
+        if len(self.failed) < self.args.max_failures:
+            return
+        first, first_log = self.failed[0]
+        raise UserError(
+            f"{len(self.failed)} trials failed in a row (--max_failures {self.args.max_failures}),"
+            f" the first, trial {first}, with: {error_line(first_log)} (log: {first_log})"
+        )
 
     def fail_stale(self, study: optuna.Study) -> None:
         """Running trials whose worker stopped beating (killed, node lost): failed, and the
@@ -126,9 +151,14 @@ class SearchWorker(Search):
             except (RuntimeError, ValueError):  # another worker failed it first
                 continue
             retry_of = trial.user_attrs.get("retry_of", trial.number)
+            retries = sum(t.user_attrs.get("retry_of") == retry_of for t in study.trials)
+            stale = f"trial {trial.number} stale (no heartbeat for {now - beat:.0f} s)"
+            if retries >= self.args.max_retries:  # a trial that kills its worker every time
+                print(f"{stale}: not retried, trial {retry_of} was retried {retries} times "
+                      f"(--max_retries {self.args.max_retries})", flush=True)  # fmt: skip
+                continue
             study.enqueue_trial(trial.params, user_attrs={"retry_of": retry_of})
-            print(f"trial {trial.number} stale (no heartbeat for {now - beat:.0f} s): retried",
-                  flush=True)  # fmt: skip
+            print(f"{stale}: retried", flush=True)
 
 
 def ask_within_budget(
@@ -161,6 +191,13 @@ def worker_name(index: int) -> str:
     """Who runs a trial: the Slurm task (the same after a requeue), or this host and process."""
     job = slurm_job()
     return f"slurm-{job}" if job else f"{os.uname().nodename}-{os.getpid()}-{index}"
+
+
+def error_line(log: Path) -> str:
+    """What a trial's log says went wrong: its `error:` line, or a traceback's last line."""
+    lines = [line.strip() for line in tail(log, 200).splitlines() if line.strip()]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return (errors or lines or ["(an empty log)"])[-1]
 
 
 def tail(path: Path, lines: int = 5) -> str:
