@@ -42,7 +42,7 @@ DDP_RUN = [
     "--trainer.max_epochs", "2", *QUIET,
 ]  # fmt: skip
 KILL_AT_STEP = 9
-LOST = r"error: rank 0 of 2 lost another rank \(Connection reset by peer\): a process of this run"
+LOST = r"error: rank 0 of 2 lost another rank \(Connection (reset|closed) by peer\): a process of"
 
 
 def slowed(folder: Path) -> list[str]:
