@@ -125,6 +125,7 @@ def test_a_killed_rank_fails_the_slurm_job_within_a_minute_and_a_requeue_resumes
     seconds = time.monotonic() - killed
     log = job.log()
     assert job.states() == {"FAILED"}, log[-3000:]
+    exit_code = job_records(job.id)[0]["ExitCode"]  # the batch script's: srun's
     assert "srun: error: localhost: task 1: Killed" in log  # Slurm names the dead rank
     lines = error_lines(log)
     assert len(lines) == 1 and re.match(LOST, lines[0]), log[-3000:]
@@ -142,7 +143,7 @@ def test_a_killed_rank_fails_the_slurm_job_within_a_minute_and_a_requeue_resumes
     resumed_from = f"logs/gru/slurm-{job.id}/checkpoints/last.ckpt"
     assert f"requeued (restart 1), resuming from {resumed_from}" in log
     assert_same_weights(load_weights(tmp_path / "weights"), uninterrupted)
-    print(f"slurm: job FAILED {seconds:.1f} s after the kill; {lines[0]}")
+    print(f"slurm: job FAILED (ExitCode {exit_code}) {seconds:.1f} s after the kill; {lines[0]}")
 
 
 def test_a_killed_dataloader_worker_is_one_line_and_the_run_resumes(workdir: Path) -> None:
