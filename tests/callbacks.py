@@ -34,6 +34,7 @@ class SaveWeights(Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         saved = {"initial": self.initial, "weights": weights_of(pl_module)}
         saved |= {"world_size": trainer.world_size, "pid": os.getpid()}
+        saved |= {"node_rank": trainer.node_rank}
         saved |= {"epoch": trainer.current_epoch, "step": trainer.global_step}
         saved |= {"hparams": {k: str(v) for k, v in pl_module.hparams.items()}}
         saved |= {"lr": [group["lr"] for group in trainer.optimizers[0].param_groups]}
@@ -192,3 +193,23 @@ class LogEveryStep(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         pl_module.log("probe/step", float(trainer.global_step))
+
+
+class ProcessIds(Callback):
+    """After every training batch, each rank writes `<pid> <global step>` to `<folder>/rank<R>`:
+    a test kills that rank, or one of its DataLoader workers, once it reached a chosen step."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        line = f"{os.getpid()} {trainer.global_step}"
+        (self.folder / f"rank{trainer.global_rank}").write_text(line)

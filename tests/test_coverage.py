@@ -103,7 +103,11 @@ EXERCISED_BY: dict[str, tuple[str, ...]] = {
     # the GPU overlays need GPUs to run: here they parse, and without a GPU stop in one line
     "trainer/ddp.yaml": GPU_ONLY,
     "trainer/gpu.yaml": (*GPU_ONLY, f"{SCALING}::test_gpu_overlay_speedups_apply_on_cpu"),
-    "trainer/multi_node.yaml": GPU_ONLY,
+    "trainer/multi_node.yaml": (
+        *GPU_ONLY,  # and on 2 nodes of CPU processes:
+        "tests/test_two_nodes.py::test_two_torchrun_nodes_match_one_process_with_twice_the_batch",
+        "tests/test_two_nodes.py::test_two_node_slurm_job_matches_one_process",
+    ),
     "trainer/slurm.yaml": (
         *TRAINER,
         f"{SCALING}::test_slurm_overlay_outside_slurm_is_one_line",

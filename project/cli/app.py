@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.optim import Optimizer
 
 from project.callbacks.best_and_last import BestAndLastCheckpoint
+from project.callbacks.crashes import CrashNote
 from project.callbacks.last_checkpoint import LastCheckpoint, resumed_step
 from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
@@ -187,6 +188,7 @@ def make_cli(
         LearningRateMonitor(),
         StopOnNonFiniteLoss(),
         CarriedSettingsNote(),
+        CrashNote(),
     ]
     trial = reporter_from_env()  # a search trial (project/search/trial.py): not in its config.yaml
     return cli_class(

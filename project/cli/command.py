@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from project.callbacks.crashes import crash_line
 from project.cli.app import make_cli
 from project.cli.errors import user_error_in
 from project.cli.lightning_noise import ignore_lightning_noise
@@ -33,6 +34,10 @@ def main(args: list[str] | None = None) -> None:
         else:
             make_cli(args)
     except Exception as error:
+        crash = crash_line(error)  # another process of the run was killed: not a mistake
+        if crash is not None:
+            print(crash, file=sys.stderr)
+            sys.exit(1)
         cause = user_error_in(error)
         if cause is None:
             # the machine's fault (a full disk, a read-only or refused folder), here or in a

@@ -96,10 +96,19 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self) -> Iterator:
         resume, self._resume = self._resume or {"epoch": None, "batches": 0}, None
-        # with workers, the order is drawn when the iterator is made: set the epoch before that
         if resume["epoch"] is not None and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(resume["epoch"])
-        # a pass draws its workers' base seed from `generator`, by default from the global RNG:
+        self._handed_out = resume["batches"]
+        return self._pass(resume["batches"])
+
+    def _pass(self, skip: int) -> Iterator:
+        # A generator: nothing here runs before the first batch is asked for. Lightning makes the
+        # iterator before it sets the epoch (when a run starts, and when it resumes from an
+        # end-of-epoch checkpoint, whose loader state it does not restore), and DataLoader
+        # workers draw the order as soon as their iterator is made: made then, they shuffled the
+        # resumed epoch like the one before it (without workers the draw waited for a batch).
+        #
+        # A pass draws its workers' base seed from `generator`, by default from the global RNG:
         # that draw would shift the dropout of every later step, and a resumed pass would give
         # its workers other seeds than the interrupted one. Seeded by (seed, epoch), like the
         # order, the pass draws nothing from the global RNG and its workers' seeds repeat.
@@ -107,15 +116,11 @@ class ResumableLoader(DataLoader):
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.generator = torch.Generator().manual_seed(seed + getattr(self.sampler, "epoch", 0))
         skips_reads = self._index_sampler is self._skipped_indices
-        self._skipped_indices.skip = resume["batches"] if skips_reads else 0
+        self._skipped_indices.skip = skip if skips_reads else 0
         batches = super().__iter__()
         self._skipped_indices.skip = 0
-        for _ in range(0 if skips_reads else resume["batches"]):
+        for _ in range(0 if skips_reads else skip):
             next(batches)
-        self._handed_out = resume["batches"]
-        return self._counted(batches)
-
-    def _counted(self, batches: Iterator) -> Iterator:
         for batch in batches:
             self._handed_out += 1
             yield batch
