@@ -90,10 +90,10 @@ clean: ## Delete logs, caches and .venv
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 bench: install ## Benchmark the template against a hand-written loop (logs/bench/results.md)
-	$(PY) scripts/benchmark.py
+	$(PY) scripts/bench/benchmark.py
 
 profile: install ## Where a step's time goes on each benchmark path: flame graphs and a table (logs/profiles/)
-	$(PY) scripts/profile_steps.py $(ARGS)
+	$(PY) scripts/bench/profile_steps.py $(ARGS)
 
 export: install ## Export a checkpoint to TorchScript and ONNX: make export CKPT=logs/.../last.ckpt
 	$(PY) -m project.export $(CKPT)
