@@ -15,9 +15,11 @@ from torch.optim import Optimizer
 
 from project.errors import UserError
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
 
 def is_batch_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+    return isinstance(module, BATCH_NORMS)
 
 
 class BackboneFreeze(BaseFinetuning):

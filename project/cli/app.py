@@ -112,8 +112,8 @@ class ProjectCLI(LightningCLI):
         """Metrics and predictions of a run on other data than its own (`test -c
         <run>/config.yaml --data.init_args.test other.npz`) go beside the run's, named after
         the data, and never replace the run's own `metrics.json`."""
-        dumped = self._parser(self.subcommand).dump(config, skip_validation=True)
-        data = yaml.safe_load(dumped).get("data") or {}
+        dumped = self.parser.dump(self.config, skip_validation=True)  # the whole command's
+        data = yaml.safe_load(dumped)[self.subcommand].get("data") or {}
         name = other_data_name(run, data)
         if name is None:
             return
