@@ -10,9 +10,10 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch.optim import Optimizer
 
-from project.callbacks.backbone_freeze import is_batch_norm
+from project.callbacks.backbone_freeze import BackboneFreeze
 from project.data.digits import DigitsDataModule
 from project.errors import UserError
+from project.models.backbones import is_batch_norm
 from project.models.image import ImageClassifier
 from tests.conftest import CONFIGS, QUIET, ROOT, cli_process
 
@@ -54,7 +55,7 @@ def fit(epochs: int = 1, **options: object) -> tuple[ImageClassifier, Record, di
         max_epochs=epochs,
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[record],
+        callbacks=[record, BackboneFreeze()],  # as in every CLI run
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -13,8 +13,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from project.callbacks.best_and_last import BestAndLastCheckpoint
-from project.callbacks.last_checkpoint import LastCheckpoint
+from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.cli.lightning_noise import (
     RANK_ZERO_LOG,
     SILENCED_LINES,

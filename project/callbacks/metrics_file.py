@@ -9,13 +9,13 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from project.callbacks.run_hparams import run_hparams, tab_values
+from project.callbacks.trial_reporter import TrialReporter
+from project.hparams import run_hparams, tab_values
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
-from project.search.trial import trial_hparams
 
 
 def hparams_of(trainer: Trainer, log_dir: Path) -> dict[str, Any]:
-    """The run's hyperparameters (`project.callbacks.run_hparams`): from the `config.yaml` in
+    """The run's hyperparameters (`project.hparams`): from the `config.yaml` in
     `log_dir` it was started with, or, for a Trainer built without the CLI, the model's and
     data's own."""
     config = log_dir / CONFIG
@@ -70,7 +70,10 @@ class MetricsFile(Callback):
         # reads as the run's settings, in the sections of its config
         path = log_dir / "hparams.yaml"
         path.write_text(yaml.safe_dump(hparams, sort_keys=False))
-        values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
+        values = tab_values(hparams)
+        for callback in trainer.callbacks:  # a search trial's study and number
+            if isinstance(callback, TrialReporter):
+                values |= callback.hparams()
         experiment, session_start, session_end = hparams_summary(
             values, dict.fromkeys(sorted(names), 0.0)
         )

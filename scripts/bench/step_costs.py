@@ -85,7 +85,7 @@ class _Discard(list):
 CALLBACKS = [
     "MetricsFile", "PredictionsFile", "LearningRateMonitor", "StopOnNonFiniteLoss",
     "CarriedSettingsNote", "LastCheckpoint", "RunConfigFile", "RichModelSummary",
-    "BestAndLastCheckpoint", "TensorBoardFigures",
+    "BestAndLastCheckpoint", "TensorBoardFigures", "BackboneFreeze",
 ]  # fmt: skip
 VARIANTS = {
     "template": {},

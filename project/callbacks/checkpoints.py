@@ -1,4 +1,10 @@
-"""Nothing lost: a `fit` that is stopped or killed continues where it was, exactly.
+"""The checkpoints a run writes: the best by a metric and `last.ckpt` every epoch
+(`BestAndLastCheckpoint`, the `checkpoint:` key), and `last.ckpt` on a signal or every few
+minutes (`LastCheckpoint`, the `last_checkpoint:` key). Reading and checking a checkpoint file,
+and writing one whole: project/checkpoints.py. Stopping on a signal, and Slurm's requeue:
+project/callbacks/signals.py.
+
+Nothing lost: a `fit` that is stopped or killed continues where it was, exactly.
 
     python -m project fit -c logs/<experiment>/version_N/config.yaml --ckpt_path last
 
@@ -12,6 +18,7 @@ optimizer and scheduler, the loops' counters, the training loader's place in its
 (project/data/resumable.py) and, from this callback, the random number generators (dropout).
 """
 
+import inspect
 import signal
 import time
 from collections.abc import Sequence
@@ -20,6 +27,7 @@ from typing import Any
 
 import torch
 from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from project.callbacks.signals import StopOnSignal
 from project.errors import UserError
@@ -151,7 +159,88 @@ class LastCheckpoint(StopOnSignal):
         self._rng_to_restore = state_dict.get("rng")
 
 
-def resumed_step(checkpoint: dict) -> int:
-    """The first step a run resumed from `checkpoint` logs: TensorBoard hides what the stopped
-    run logged from there on (written after the checkpoint, so logged again by the resumed run)."""
-    return int(checkpoint.get("global_step", 0))
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint` (the `checkpoint:` key), with `last.ckpt` refreshed at
+    the end of every epoch (at every validation) when `save_last` is true.
+
+    Since Lightning 2.6 `save_last=True` writes `last.ckpt` only at a step that also saved a
+    best-k checkpoint: after an epoch that did not improve the monitored metric, last.ckpt was
+    still the best epoch, and a run resumed from it (`--ckpt_path last`, a Slurm requeue)
+    silently trained the epochs since then again. So a second, plain `ModelCheckpoint` inside
+    this one writes it: one checkpoint named `last`, no monitor, at this one's moments (its
+    epochs, steps and time interval), so that Lightning's own rules decide when (never in a
+    sanity check or a fast_dev_run, once a step). This one's `save_last` is then off: last.ckpt
+    is written once a step, not once for each callback.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        given = inspect.signature(ModelCheckpoint).bind(*args, **kwargs)
+        given.apply_defaults()
+        self.last: ModelCheckpoint | None = None
+        # the last.ckpt checkpoint's step hook only acts when it saves within epochs; skipped
+        # otherwise, as it costs ~0.1 ms a step (its file name is formatted anew every time)
+        self.saves_within_epochs = bool(
+            given.arguments["every_n_train_steps"] or given.arguments["train_time_interval"]
+        )
+        if self.save_last is True:
+            same = ("dirpath", "save_on_exception", "save_weights_only", "every_n_train_steps")
+            same += ("train_time_interval", "every_n_epochs", "save_on_train_epoch_end")
+            self.last = ModelCheckpoint(
+                filename=self.CHECKPOINT_NAME_LAST,
+                save_top_k=1,
+                enable_version_counter=given.arguments["enable_version_counter"],
+                **{name: given.arguments[name] for name in same},
+            )
+            self.save_last = False
+
+    def refresh_last(self, hook: str, trainer: Trainer, *args: Any) -> None:
+        """Runs the `last.ckpt` checkpoint's `hook`; `last_model_path` names its file from
+        the first save on (set before, as Lightning does: it is part of the saved state)."""
+        if self.last is None:
+            return
+        previous, self.last_model_path = self.last_model_path, self.last.format_checkpoint_name({})
+        getattr(self.last, hook)(trainer, *args)
+        self.last_model_path = self.last.best_model_path or previous
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.last is not None:
+            self.last.setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.refresh_last("on_train_start", trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.saves_within_epochs:
+            self.refresh_last("on_train_batch_end", trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self.refresh_last("on_train_epoch_end", trainer, pl_module)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self.refresh_last("on_validation_end", trainer, pl_module)
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self.refresh_last("on_exception", trainer, pl_module, exception)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning 2.6 saves last.ckpt at the end of a fit without its fast_dev_run check; with
+        # no logger (fast_dev_run drops it) into `<default_root_dir>/checkpoints`: the folder the
+        # user started from, by a smoke test that writes no checkpoint
+        if trainer.fast_dev_run:
+            return
+        super().on_train_end(trainer, pl_module)
+        if self.last is not None and not self.last.best_model_path:
+            # a fit that saved nothing (it ended before an epoch did): `save_last` saves then
+            self.last_model_path = self.last.format_checkpoint_name({})
+            trainer.save_checkpoint(self.last_model_path, self.save_weights_only)

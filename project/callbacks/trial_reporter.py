@@ -1,21 +1,17 @@
 """The fit side of a search trial: an ordinary `python -m project fit`, started by a search
-worker (project/search/worker.py) with `PROJECT_TRIAL` in its environment, which adds
-`TrialReporter`.
-
-The environment, not a callback in the command line, so that the run's `config.yaml` stays the
-plain config that `fit -c` repeats, and so that every DDP rank (started by Lightning or srun)
-sees it.
+worker (project/search/worker.py) with `TrialReporter` added to its `run_callbacks` on the
+command line (every DDP rank, started by Lightning or srun, runs the same command), so the run's
+`config.yaml` names the trial it reported to; that config repeated after the trial ended trains
+as any run and reports nothing. Also the Optuna storage and pruners the search builds.
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import optuna
 from lightning import Callback, LightningModule, Trainer
 
-ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
 
@@ -51,24 +47,6 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.JournalStorage(backend)
 
 
-def trial_settings() -> dict[str, Any] | None:
-    text = os.environ.get(ENV)
-    return json.loads(text) if text else None
-
-
-def trial_hparams() -> dict[str, Any]:
-    """The study and trial number, for the run's TensorBoard hparams (none outside a search)."""
-    settings = trial_settings()
-    if settings is None:
-        return {}
-    return {"search/study": settings["study"], "search/trial": settings["number"]}
-
-
-def reporter_from_env() -> "TrialReporter | None":
-    settings = trial_settings()
-    return TrialReporter(**settings) if settings else None
-
-
 class TrialReporter(Callback):
     """Reports the monitored metric to the trial after each validation and stops the run when
     the pruner says so; rank 0 asks, every rank follows its answer (a broadcast), so a pruned
@@ -90,6 +68,10 @@ class TrialReporter(Callback):
         self.trial: optuna.trial.Trial | None = None
         self.pruned = False
 
+    def hparams(self) -> dict[str, Any]:
+        """The study and trial number, for the run's TensorBoard hparams."""
+        return {"search/study": self.study_name, "search/trial": self.number}
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero:
             return
@@ -99,6 +81,9 @@ class TrialReporter(Callback):
         study.pruner = make_pruner(*self.pruner, minimize=minimize)
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        if storage.get_trial(trial_id).state.is_finished():  # a trial's config.yaml repeated
+            print(f"note: trial {self.number} of {self.study_name} has ended: not reporting")
+            return
         self.trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
