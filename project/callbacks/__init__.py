@@ -8,7 +8,6 @@ from project.callbacks.compile_network import CompileNetwork
 from project.callbacks.figures import TensorBoardFigures
 from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
-from project.callbacks.parse_notes import CarriedSettingsNote
 from project.callbacks.predictions_file import PredictionsFile
 from project.callbacks.signals import Requeue
 from project.callbacks.speedups import GPUSpeedups
@@ -18,7 +17,6 @@ __all__ = [
     # every run (project/run.yaml)
     "BackboneFreeze",
     "BestAndLastCheckpoint",
-    "CarriedSettingsNote",
     "LastCheckpoint",
     "MetricsFile",
     "PredictionsFile",

@@ -10,12 +10,14 @@ from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from torch.optim import Optimizer
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.predictions_file import PredictionsFile
 from project.checkpoints import AtomicCheckpointIO, CheckpointReads, checkpoint_step
+from project.cli.carried_settings import NOTES
 from project.cli.errors import ConciseArgumentParser
 from project.cli.run_config import RunConfigFile
 from project.cli.run_folder import name_experiment, start_run_folder, use_run_folder
@@ -132,7 +134,16 @@ class ProjectCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         checkpoint = self.checkpoints.check(ckpt_path, self.model) if ckpt_path else None
         self.checkpoints = CheckpointReads()  # Lightning reads it again: not kept beside its copy
+        self.print_notes()
         return checkpoint
+
+    def print_notes(self) -> None:
+        """The settings the command line's class switches kept (`carried_settings.py`), said
+        once everything is built, from the first process."""
+        if rank_zero_only.rank == 0:
+            for note in NOTES:
+                print(f"note: {note}", file=sys.stderr)
+        NOTES.clear()
 
     before_validate = before_test = before_predict = check_ckpt_path
 

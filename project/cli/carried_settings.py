@@ -5,8 +5,8 @@
 jsonargparse does it on purpose, so that a switch keeps what the user set, but silently; it logs
 only what it drops, at debug level, and offers no hook. `noting_carried_settings` wraps the one
 function where it decides, while the command line is parsed, and keeps a note of each switch that
-kept something; `CarriedSettingsNote` (project/callbacks/parse_notes.py) prints the notes once
-the run starts, so that a mistake found before then is still the one line of its error.
+kept something; `ProjectCLI` prints the notes once the model, data and Trainer are built, so
+that a mistake found before then is still the one line of its error.
 
 The function is private (`jsonargparse._typehints`): pyproject.toml caps jsonargparse below the
 next minor release, and tests/test_carried_settings.py fails when a release renames the function
@@ -21,7 +21,7 @@ from typing import Any
 from jsonargparse import Namespace
 from jsonargparse import _typehints as typehints
 
-from project.callbacks.parse_notes import NOTES
+NOTES: list[str] = []  # of the latest parse; printed and emptied by `ProjectCLI.print_notes`
 
 DISCARD = typehints.discard_init_args_on_class_path_change
 

@@ -84,7 +84,7 @@ class _Discard(list):
 
 CALLBACKS = [
     "MetricsFile", "PredictionsFile", "LearningRateMonitor", "StopOnNonFiniteLoss",
-    "CarriedSettingsNote", "LastCheckpoint", "RunConfigFile", "RichModelSummary",
+    "LastCheckpoint", "RunConfigFile", "RichModelSummary",
     "BestAndLastCheckpoint", "TensorBoardFigures", "BackboneFreeze",
 ]  # fmt: skip
 VARIANTS = {
