@@ -6,6 +6,8 @@ callback is in every run (`run_callbacks`) and acts when the model's config says
 recipe; in any other run it does nothing.
 """
 
+from typing import Any
+
 import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BaseFinetuning
@@ -61,6 +63,10 @@ class BackboneFreeze(BaseFinetuning):
             name = type(trainer.strategy).__name__
             raise UserError(f"staged unfreezing supports one device or DDP, not {name}")
         super().setup(trainer, pl_module, stage)
+
+    def state_dict(self) -> dict[str, Any]:
+        # nothing in the checkpoint of a run that freezes nothing, as without this callback
+        return super().state_dict() if self.active else {}
 
     def freeze_before_training(self, pl_module: LightningModule) -> None:
         self.freeze(pl_module.backbone_modules(), train_bn=not self.bn_eval)
