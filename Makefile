@@ -95,5 +95,5 @@ bench: install ## Benchmark the template against a hand-written loop (logs/bench
 profile: install ## Where a step's time goes on each benchmark path: flame graphs and a table (logs/profiles/)
 	$(PY) scripts/bench/profile_steps.py $(ARGS)
 
-export: install ## Export a checkpoint to TorchScript and ONNX: make export CKPT=logs/.../last.ckpt
+export: install ## Export a checkpoint to torch.export (.pt2) and ONNX: make export CKPT=logs/.../last.ckpt
 	$(PY) -m project.export $(CKPT)

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
+from torchvision import transforms
 from torchvision.models import WeightsEnum, get_model_weights, list_models
+from torchvision.transforms import v2
 
 from project.errors import UserError
 
@@ -108,4 +111,15 @@ def preprocessing(
     torchvision weights, else the backbone's DEFAULT ones (training from scratch or a file)."""
     reference = source if isinstance(source, WeightsEnum) else get_model_weights(backbone).DEFAULT
     sizes = {"crop_size": image_size, "resize_size": image_size} if image_size else {}
-    return reference.transforms(**sizes)
+    preset = reference.transforms(**sizes)
+    steps = ("resize_size", "interpolation", "antialias", "crop_size", "mean", "std")
+    if not all(hasattr(preset, step) for step in steps):  # not a classification preset
+        return preset
+    # the preset's own steps, but v2's Normalize: the preset's asks `(std == 0).any()` of a
+    # tensor, which torch.export cannot trace (v2 checks the numbers it was given); v1's resize
+    # and crop, which TorchScript's trace follows (v2's crop rounds a traced size and fails)
+    return nn.Sequential(
+        transforms.Resize(preset.resize_size, preset.interpolation, antialias=preset.antialias),
+        transforms.CenterCrop(preset.crop_size),
+        v2.Normalize(preset.mean, preset.std),
+    )

@@ -20,7 +20,7 @@ LAYERS = [
     {"data"},
     {"models"},
     {"callbacks"},
-    {"export"},
+    {"export", "export_inputs"},
     {"cli"},
     {"search"},  # the Optuna search, above the CLI: it runs `python -m project fit` trials
     {"__init__", "__main__"},

@@ -7,6 +7,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from project.models.recurrence import final_states
 from project.models.supervised import SupervisedModule
 from project.task import Task
 
@@ -45,6 +46,8 @@ class RecurrentNet(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 2:  # (batch, time): one feature per step
             x = x.unsqueeze(-1)
+        if torch.compiler.is_exporting():  # the same states, for any sequence length
+            return self.head(final_states(self.rnn, x, lengths))
         if lengths is not None:
             # initial state is zero (torch's default); lengths must live on the CPU for packing
             x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
