@@ -90,7 +90,7 @@ clean: ## Delete logs, caches and .venv
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 bench: install ## Benchmark the template against a hand-written loop (logs/bench/results.md)
-	$(PY) scripts/benchmark.py
+	$(PY) scripts/bench/benchmark.py
 
 gpu-wheels: install ## Download the wheels gpu-check installs on a GPU machine without jsonargparse or mnist1d (.gpu_wheels/)
 	$(PY) -m pip download --quiet --no-deps --dest .gpu_wheels \
@@ -100,7 +100,7 @@ gpu-check: ## On a GPU: every GPU overlay, ResNet-50 images/s, DDP, an exact res
 	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.sh
 
 profile: install ## Where a step's time goes on each benchmark path: flame graphs and a table (logs/profiles/)
-	$(PY) scripts/profile_steps.py $(ARGS)
+	$(PY) scripts/bench/profile_steps.py $(ARGS)
 
 export: install ## Export a checkpoint to torch.export (.pt2) and ONNX: make export CKPT=logs/.../last.ckpt
 	$(PY) -m project.export $(CKPT)

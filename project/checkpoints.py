@@ -1,5 +1,7 @@
-"""Checks a checkpoint given with `--ckpt_path` before any work, so a wrong one costs one line;
-writes checkpoints so that a kill mid-write never costs the previous one."""
+"""The one reader of checkpoint files, and their writer: checks a checkpoint given with
+`--ckpt_path` before any work, so a wrong one costs one line, reads each file once and its step;
+writes checkpoints so that a kill mid-write never costs the previous one. The callbacks that
+decide when to write: project/callbacks/checkpoints.py."""
 
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,31 @@ def check_checkpoint(
                 "(trained on data with another number of classes or input size?)"
             )
     return checkpoint
+
+
+def checkpoint_step(checkpoint: Path | dict) -> int:
+    """The global step a checkpoint (a file, or one read) was saved at: the first step a run
+    resumed from it logs. A file is memory-mapped: its weights are not read."""
+    if not isinstance(checkpoint, dict):
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint.get("global_step", 0))
+
+
+class CheckpointReads:
+    """The checkpoint files a command names, each read once (and checked: `check_checkpoint`),
+    though the CLI needs one before the model exists (for its hyperparameters), then its step
+    (where the curves continue), then its weights (do they fit the model?)."""
+
+    def __init__(self) -> None:
+        self.read: dict[Path, dict] = {}
+
+    def check(self, path: str | Path, model: LightningModule | None = None) -> dict | None:
+        if str(path) in LIGHTNING_KEYWORDS:
+            return None
+        key = Path(path).resolve()
+        if key not in self.read:
+            self.read[key] = read_checkpoint(path)
+        return check_checkpoint(path, model, self.read[key])
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,10 +1,10 @@
 """Pictures drawn into the run's loggers (project/run_loggers.py): the confusion matrix and a
-grid of sample predictions, and the callback that draws them during a run."""
+grid of sample predictions (drawn during a run by project/callbacks/figures.py)."""
 
 from collections.abc import Sequence
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import pil_to_tensor, resize, to_dtype, to_pil_image
@@ -16,42 +16,8 @@ RIGHT, WRONG, NEUTRAL = (40, 160, 40), (210, 40, 40), (60, 60, 60)
 SAMPLES_SHOWN = 16  # images in TensorBoard's `val/predictions` and `test/predictions` grids
 
 
-class TensorBoardFigures(Callback):
-    """Draws a model's pictures into TensorBoard at the end of each validation and test: the
-    confusion matrix the model accumulated in `confusion` (classification), and with
-    `predictions` the split's first images with their predicted and true labels (the same images
-    at every validation, so a run's grids show what it learned when). The models of this
-    template return it from `configure_callbacks`."""
-
-    def __init__(self, predictions: bool = False) -> None:
-        self.predictions = predictions
-
-    def on_validation_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: tuple,
-        batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
-        if self.predictions and batch_idx == 0 and not trainer.sanity_checking:
-            draw_predictions(trainer, pl_module, batch, "val")
-
-    def on_test_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: tuple,
-        batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
-        if self.predictions and batch_idx == 0:
-            draw_predictions(trainer, pl_module, batch, "test")
-
-    # Lightning calls these before the model's own hooks, which log the epoch's metrics (and,
-    # while sanity checking, reset the confusion matrix undrawn)
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            draw_confusion(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        draw_confusion(trainer, pl_module, "test")
-
-
 def draw_confusion(trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-    if f"{stage}_" not in pl_module.confusion:
+    if f"{stage}_" not in getattr(pl_module, "confusion", {}):  # a model without one: none
         return
     matrix = pl_module.confusion[f"{stage}_"]
     # synced across ranks by torchmetrics

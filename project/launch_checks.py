@@ -195,7 +195,7 @@ def default_threads() -> None:
     other work on the same cores (a second run, a test suite, a neighbour's job) that collapses:
     two default GRU runs side by side on 2 cores took 115 s where one thread each took 9 s. One
     thread costs nothing on the default GRU and is slower only for large CPU models on a machine
-    to oneself (docs/benchmarks.md, `scripts/threads_study.py`): there, set OMP_NUM_THREADS.
+    to oneself (docs/benchmarks.md, `scripts/bench/threads_study.py`): there, set OMP_NUM_THREADS.
     Slurm jobs get their allocation (scripts/slurm/*.sbatch), search workers their share."""
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)

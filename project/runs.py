@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from lightning import LightningModule, Trainer
+from lightning import Trainer
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from project.checkpoints import LIGHTNING_KEYWORDS, check_checkpoint, read_checkpoint
+from project.checkpoints import checkpoint_step
 from project.errors import UserError
 
 CONFIG = "config.yaml"
@@ -181,29 +180,6 @@ def run_of_checkpoint(checkpoint: Path) -> Path | None:
     run = beside_checkpoint(checkpoint)
     in_a_run = run != checkpoint.parent or checkpoint.name.startswith("hpc_ckpt_")
     return run if in_a_run and (run / CONFIG).is_file() else None
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    """The global step a checkpoint was saved at, memory-mapped: the weights are not read."""
-    loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    return int(loaded.get("global_step", 0))
-
-
-class CheckpointReads:
-    """The checkpoint files a command names, each read once (and checked: `check_checkpoint`),
-    though the CLI needs one before the model exists (for its hyperparameters), then its step
-    (where the curves continue), then its weights (do they fit the model?)."""
-
-    def __init__(self) -> None:
-        self.read: dict[Path, dict] = {}
-
-    def check(self, path: str | Path, model: LightningModule | None = None) -> dict | None:
-        if str(path) in LIGHTNING_KEYWORDS:
-            return None
-        key = Path(path).resolve()
-        if key not in self.read:
-            self.read[key] = read_checkpoint(path)
-        return check_checkpoint(path, model, self.read[key])
 
 
 def step_after_curves(run: Path) -> int | None:

@@ -8,7 +8,7 @@ Steps, each a `python -m project fit` run in this process (one import of torch f
 - an exact mid-epoch resume on the GPU: Ctrl-C at step 10, `--ckpt_path last`, the weights
   against those of a run never stopped;
 - ddp.yaml on one device;
-- scripts/benchmark.py --gpu: ResNet-50 at 224 px in bf16, the template against a hand-written
+- scripts/bench/benchmark.py --gpu: ResNet-50 at 224 px in bf16, the template against a hand-written
   loop, images/s (its own processes).
 
 `--dry-run` runs the same steps on the CPU at toy sizes (compile with Dynamo's eager backend),
@@ -32,7 +32,7 @@ from lightning import Callback, LightningModule, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS, TRAINER = ROOT / "configs", ROOT / "configs" / "trainer"
-BENCH = ROOT / "scripts"  # benchmark.py and its bench_*.py
+BENCH = ROOT / "scripts" / "bench"  # benchmark.py and its bench_*.py
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -138,7 +138,7 @@ def exact_resume(dry: bool, out: Path) -> str:
 
 
 def benchmark(dry: bool, out: Path, repeats: int) -> dict:
-    """The ResNet-50 workload of scripts/benchmark.py --gpu; dry, its config at toy sizes (a
+    """The ResNet-50 workload of scripts/bench/benchmark.py --gpu; dry, its config at toy sizes (a
     ResNet-18 on 32 px images) through the same two paths (the template, the hand-written loop)
     in this process, whose per-step losses must agree."""
     if dry:

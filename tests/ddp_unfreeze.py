@@ -53,6 +53,7 @@ def fit(model_class: type[ImageClassifier]) -> tuple[int, dict]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[BackboneFreeze()],  # as in every CLI run; UnsyncedModel's replaces it
     )
     trainer.fit(model, data)
     groups = [(g["name"], g["lr"], len(g["params"])) for g in trainer.optimizers[0].param_groups]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from project.callbacks.last_checkpoint import LastCheckpoint
+from project.callbacks.checkpoints import LastCheckpoint
 from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.predictions_file import PredictionsFile
 from project.checkpoints import AtomicCheckpointIO

@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_template_and_hand_written_loop_take_identical_steps(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, ROOT / "scripts" / "benchmark.py", "--only", "tiny_overhead",
+        [sys.executable, ROOT / "scripts" / "bench" / "benchmark.py", "--only", "tiny_overhead",
          "resnet18_32px", "time_to_accuracy", "--repeats", "1", "--quick", "--out", tmp_path],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
@@ -36,7 +36,8 @@ def test_template_and_hand_written_loop_take_identical_steps(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_step_costs_times_every_variant(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, ROOT / "scripts" / "step_costs.py", "--steps", "20", "--rounds", "1"],
+        [sys.executable, ROOT / "scripts" / "bench" / "step_costs.py", "--steps", "20",
+         "--rounds", "1"],
         cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]

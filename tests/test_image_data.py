@@ -3,6 +3,7 @@
 import csv
 import os
 import pickle
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.error import URLError
@@ -42,6 +43,21 @@ def test_digits_are_uint8_images_with_the_chosen_classes_relabelled() -> None:
     again = DigitsDataModule(classes=[7, 3])
     again.setup()
     assert torch.equal(again.datasets["test"].tensors[0], data.datasets["test"].tensors[0])
+
+
+def test_digits_without_scikit_learn_is_one_line_naming_the_extra(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """scikit-learn is an extra (`.[digits]`): the small CNN's experiment without it says so
+    before any work, in one line."""
+    for name in ("sklearn", "sklearn.datasets"):
+        monkeypatch.setitem(sys.modules, name, None)  # what `import` finds when it is missing
+    with pytest.raises(SystemExit) as exit_info:
+        cli("fit", "-c", CONFIGS / "image" / "small_cnn.yaml", "--trainer.fast_dev_run", "1")
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: DigitsDataModule needs scikit-learn: pip install -e '.[digits]'"
+    assert not (workdir / "logs").exists()
 
 
 def test_mnist1d_images_are_line_plots() -> None:

@@ -10,9 +10,10 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch.optim import Optimizer
 
-from project.callbacks.backbone_freeze import is_batch_norm
+from project.callbacks.backbone_freeze import BackboneFreeze
 from project.data.digits import DigitsDataModule
 from project.errors import UserError
+from project.models.backbones import is_batch_norm
 from project.models.image import ImageClassifier
 from tests.conftest import CONFIGS, QUIET, ROOT, cli_process
 
@@ -54,7 +55,7 @@ def fit(epochs: int = 1, **options: object) -> tuple[ImageClassifier, Record, di
         max_epochs=epochs,
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[record],
+        callbacks=[record, BackboneFreeze()],  # as in every CLI run
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -176,3 +177,13 @@ def test_a_run_resumed_after_unfreezing_does_not_unfreeze_again(tmp_path: Path) 
     assert "backbone unfrozen" not in again.stderr
     assert "Epoch 2: resumed with the backbone trainable (unfrozen at epoch 1)" in again.stderr
     assert "resumed at step 4, trained 2 steps to step 6" in again.stdout
+
+
+def test_freezing_without_the_callback_is_a_one_line_error() -> None:
+    """The freezing is BackboneFreeze's, in every CLI run: a Trainer built without it would
+    train the whole network while the model says `freeze: backbone`."""
+    data = DigitsDataModule(batch_size=8, augment=False)
+    model = ImageClassifier(data.num_outputs, data.input_size, freeze="backbone")
+    trainer = Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(UserError, match="needs the project.callbacks.BackboneFreeze callback"):
+        trainer.fit(model, data)

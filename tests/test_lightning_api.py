@@ -2,17 +2,24 @@
 each, so that a Lightning upgrade that changes it fails here, in seconds, and not in a resumed
 run that silently trains epochs again or a SIGTERM that saves nothing."""
 
+import logging
 import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from project.callbacks.best_and_last import BestAndLastCheckpoint
-from project.callbacks.last_checkpoint import LastCheckpoint
+from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
+from project.cli.lightning_noise import (
+    RANK_ZERO_LOG,
+    SILENCED_LINES,
+    helpful,
+    ignore_lightning_noise,
+)
 
 
 class RecordedWrites(TorchCheckpointIO):
@@ -90,3 +97,21 @@ def test_stop_on_signal_owns_sigterm_while_training(tmp_path: Path) -> None:
     handlers = {getattr(h, "__self__", h) for h in probe.seen}
     assert handlers == {last}, probe.seen
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_lines_silenced_are_those_lightning_prints(caplog: pytest.LogCaptureFixture) -> None:
+    """Each silenced line is still printed, word for word, by a plain Trainer (if Lightning
+    rewords one, the filter no longer matches it: update SILENCED_LINES); with the filter on,
+    none of them reaches the user, and the GPU line still does."""
+    caplog.set_level(logging.INFO, logger="lightning.pytorch")
+    RANK_ZERO_LOG.removeFilter(helpful)
+    Trainer(logger=False, enable_progress_bar=False)
+    printed = [record.getMessage() for record in caplog.records]
+    for line in SILENCED_LINES:
+        assert any(message.startswith(line) for message in printed), (line, printed)
+    caplog.clear()
+    ignore_lightning_noise()
+    Trainer(logger=False, enable_progress_bar=False)
+    printed = [record.getMessage() for record in caplog.records]
+    assert not [m for m in printed if m.startswith(SILENCED_LINES)]
+    assert any(m.startswith("GPU available") for m in printed)

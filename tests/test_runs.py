@@ -11,12 +11,13 @@ import torch
 from lightning import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+import project.checkpoints
 import project.runs
 from project.callbacks.metrics_file import MetricsFile
+from project.checkpoints import CheckpointReads
 from project.cli.summary import summary_lines
 from project.errors import UserError
 from project.runs import (
-    CheckpointReads,
     main,
     named_checkpoint,
     newest_run,
@@ -140,8 +141,10 @@ def test_a_checkpoint_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": 7}, path)
     reads = []
-    read = project.runs.read_checkpoint
-    monkeypatch.setattr(project.runs, "read_checkpoint", lambda p: reads.append(p) or read(p))
+    read = project.checkpoints.read_checkpoint
+    monkeypatch.setattr(
+        project.checkpoints, "read_checkpoint", lambda p: reads.append(p) or read(p)
+    )
     checkpoints = CheckpointReads()
     assert checkpoints.check(path)["global_step"] == 7
     model = torch.nn.Module()

@@ -376,7 +376,7 @@ def test_gpu_overlay_without_gpu_is_one_line(
 
 def test_gpu_overlay_speedups_apply_on_cpu(workdir: Path) -> None:
     # the overlay's settings, run with the CPU: TF32 allowed, channels-last CNN weights, cuDNN
-    # benchmark mode; its test on a GPU is `scripts/benchmark.py --gpu`
+    # benchmark mode; its test on a GPU is `scripts/bench/benchmark.py --gpu`
     from project.cli import make_cli
 
     config = CONFIGS / "image" / "resnet50_throughput.yaml"

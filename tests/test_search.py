@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from project.callbacks.trial_reporter import make_storage
 from project.search.command import main as search_main
 from project.search.space import read_space
-from project.search.trial import make_storage
 from project.search.worker import ask_within_budget
 from tests.callbacks import callback_flag, load_weights
 from tests.conftest import CONFIGS, QUIET, ROOT, SEQUENCE, cli, service_missing

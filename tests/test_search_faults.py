@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from project.search.study import Search
-from project.search.trial import make_storage
 from project.search.worker import SearchWorker
+from project.study_storage import make_storage
 from tests.callbacks import callback_flag
 from tests.conftest import ROOT
 from tests.faults import (

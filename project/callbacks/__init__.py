@@ -1,26 +1,32 @@
-"""The callbacks: what a run does besides its training step. The CLI adds the first group to
-every run; the configs' overlays add the others (`configs/trainer/*.yaml`)."""
+"""The callbacks: what a run does besides its training step. A default run's list is
+project/run.yaml (`run_callbacks`, then the `checkpoint:` and `last_checkpoint:` keys; shown by
+`--print_config`); the configs' overlays add others (`configs/trainer/*.yaml`)."""
 
 from project.callbacks.backbone_freeze import BackboneFreeze
-from project.callbacks.best_and_last import BestAndLastCheckpoint
+from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.callbacks.compile_network import CompileNetwork
-from project.callbacks.last_checkpoint import LastCheckpoint
+from project.callbacks.crashes import CrashNote
+from project.callbacks.figures import TensorBoardFigures
 from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
 from project.callbacks.predictions_file import PredictionsFile
-from project.callbacks.requeue import Requeue
+from project.callbacks.signals import Requeue
 from project.callbacks.speedups import GPUSpeedups
+from project.callbacks.trial_reporter import TrialReporter
 
 __all__ = [
-    # every run
+    # every run (project/run.yaml)
+    "BackboneFreeze",
     "BestAndLastCheckpoint",
+    "CrashNote",
     "LastCheckpoint",
     "MetricsFile",
     "PredictionsFile",
     "StopOnNonFiniteLoss",
-    # chosen by a config
-    "BackboneFreeze",
+    "TensorBoardFigures",
+    # chosen by a config or a command
     "CompileNetwork",
     "GPUSpeedups",
     "Requeue",
+    "TrialReporter",  # added by a search worker (project/search/worker.py)
 ]

@@ -1,23 +1,22 @@
 """Freezing a pretrained backbone, and unfreezing it some epochs later (Lightning's BaseFinetuning).
 
-The model decides what its backbone is (`backbone_modules()`) and returns this callback from
-`configure_callbacks()` when its config says `freeze: backbone`, so one `model:` block holds the
-whole fine-tuning recipe.
+The model decides what its backbone is (`backbone_modules()`) and whether to freeze it: this
+callback is in every run (`run_callbacks`) and acts when the model's config says
+`freeze: backbone`, with the model's settings, so one `model:` block holds the whole fine-tuning
+recipe; in any other run it does nothing.
 """
+
+from typing import Any
 
 import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
 from torch.optim import Optimizer
 
 from project.errors import UserError
-
-
-def is_batch_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+from project.models.backbones import is_batch_norm
 
 
 class BackboneFreeze(BaseFinetuning):
@@ -35,20 +34,39 @@ class BackboneFreeze(BaseFinetuning):
     """
 
     def __init__(
-        self, unfreeze_at_epoch: int | None = None, lr_factor: float = 1.0, bn_eval: bool = True
+        self,
+        unfreeze_at_epoch: int | None = None,
+        lr_factor: float | None = None,
+        bn_eval: bool | None = None,
     ) -> None:
+        """Each setting left None is the model's (`unfreeze_at_epoch`, `backbone_lr_factor`,
+        `bn_eval`)."""
         super().__init__()
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.lr_factor = lr_factor
         self.bn_eval = bn_eval
+        self.active = False  # whether the model freezes its backbone: set in `setup`
         self.synced_by_ddp: set[int] = set()
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.active = bool(getattr(pl_module, "freeze_backbone", False))
+        if not self.active:
+            return
+        if self.unfreeze_at_epoch is None:
+            self.unfreeze_at_epoch = pl_module.unfreeze_at_epoch
+        if self.lr_factor is None:
+            self.lr_factor = pl_module.backbone_lr_factor
+        if self.bn_eval is None:
+            self.bn_eval = pl_module.bn_eval
         staged = self.unfreeze_at_epoch is not None
         if staged and trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
             name = type(trainer.strategy).__name__
             raise UserError(f"staged unfreezing supports one device or DDP, not {name}")
         super().setup(trainer, pl_module, stage)
+
+    def state_dict(self) -> dict[str, Any]:
+        # nothing in the checkpoint of a run that freezes nothing, as without this callback
+        return super().state_dict() if self.active else {}
 
     def freeze_before_training(self, pl_module: LightningModule) -> None:
         self.freeze(pl_module.backbone_modules(), train_bn=not self.bn_eval)
@@ -85,12 +103,16 @@ class BackboneFreeze(BaseFinetuning):
         rank_zero_info(f"Epoch {epoch}: backbone unfrozen, learning rate {lr:.3g}")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.active:
+            return
         super().on_train_epoch_start(trainer, pl_module)
         if self.bn_eval and self.frozen(pl_module):
             for module in filter(is_batch_norm, pl_module.backbone_modules()):
                 module.eval()
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.active:
+            return
         super().on_fit_start(trainer, pl_module)
         # the strategy has wrapped the model by now: these are the parameters DDP all-reduces
         self.synced_by_ddp = {id(p) for p in pl_module.parameters() if p.requires_grad}
@@ -98,7 +120,9 @@ class BackboneFreeze(BaseFinetuning):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer
     ) -> None:
-        if trainer.world_size == 1 or not isinstance(trainer.strategy, DDPStrategy):
+        if not self.active or trainer.world_size == 1:
+            return
+        if not isinstance(trainer.strategy, DDPStrategy):
             return
         unsynced = [
             p for p in pl_module.parameters() if p.requires_grad and id(p) not in self.synced_by_ddp

@@ -7,15 +7,15 @@ from typing import Any
 import yaml
 from lightning import Callback, LightningModule, Trainer
 
-from project.callbacks.run_hparams import run_hparams, tab_values
+from project.callbacks.trial_reporter import TrialReporter
 from project.files import written_whole
+from project.hparams import run_hparams, tab_values
 from project.run_loggers import log_hparams
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
-from project.search.trial import trial_hparams
 
 
 def hparams_of(trainer: Trainer, log_dir: Path) -> dict[str, Any]:
-    """The run's hyperparameters (`project.callbacks.run_hparams`): from the `config.yaml` in
+    """The run's hyperparameters (`project.hparams`): from the `config.yaml` in
     `log_dir` it was started with, or, for a Trainer built without the CLI, the model's and
     data's own."""
     config = log_dir / CONFIG
@@ -83,7 +83,10 @@ class MetricsFile(Callback):
         path = log_dir / "hparams.yaml"
         with written_whole(path) as file:
             file.write(yaml.safe_dump(hparams, sort_keys=False))
-        values = tab_values(hparams) | trial_hparams()  # a search trial's study and number
+        values = tab_values(hparams)
+        for callback in trainer.callbacks:  # a search trial's study and number
+            if isinstance(callback, TrialReporter):
+                values |= callback.hparams()
         log_hparams(trainer, values, names)
 
     def _write_pending_hparams(self, trainer: Trainer) -> None:

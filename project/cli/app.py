@@ -6,21 +6,19 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import Namespace
-from lightning import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from torch.optim import Optimizer
 
-from project.callbacks.best_and_last import BestAndLastCheckpoint
-from project.callbacks.crashes import CrashNote
-from project.callbacks.last_checkpoint import LastCheckpoint, resumed_step
+from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.callbacks.metrics_file import MetricsFile
-from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
 from project.callbacks.predictions_file import PredictionsFile
-from project.checkpoints import AtomicCheckpointIO
+from project.checkpoints import AtomicCheckpointIO, CheckpointReads, checkpoint_step
 from project.cli.any_module import note_settings_the_model_ignores
-from project.cli.carried_settings import CarriedSettingsNote
+from project.cli.carried_settings import NOTES
 from project.cli.errors import ConciseArgumentParser
 from project.cli.run_config import RunConfigFile
 from project.cli.run_folder import name_experiment, start_run_folder, use_run_folder
@@ -29,8 +27,10 @@ from project.cli.summary import print_run_summary
 from project.errors import UserError
 from project.launch_checks import check_launch, run_here
 from project.models.contract import check_init_of
-from project.runs import CONFIG, CheckpointReads, other_data_name
-from project.search.trial import reporter_from_env
+from project.runs import CONFIG, other_data_name
+
+# a default run's callbacks and checkpoint settings, read before any `-c` file
+RUN_DEFAULTS = Path(__file__).resolve().parents[1] / "run.yaml"
 
 TRAINER_DEFAULTS = {
     # `name` (the experiment) is filled in by ProjectCLI; no placeholder hp_metric: the hparams
@@ -64,20 +64,16 @@ class ProjectCLI(LightningCLI):
         # facts of the data that the model must agree with
         for fact in ("num_outputs", "task", "input_size"):
             parser.link_arguments(f"data.{fact}", f"model.init_args.{fact}", apply_on="instantiate")
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/loss",
-                "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
-                "checkpoint.filename": "best-epoch={epoch}-step={step}",
-                "checkpoint.auto_insert_metric_name": False,
-                # a resumed run saves over its own last.ckpt instead of adding last-v1.ckpt
-                "checkpoint.enable_version_counter": False,
-            }
+        # a default run's callbacks: their list and settings are project/run.yaml
+        parser.add_argument(
+            "--run_callbacks",
+            type=list[Callback] | None,
+            default=None,
+            help="The template's callbacks in every run (project/run.yaml; + adds one).",
         )
-        # not instantiated by the parser: `before_instantiate_classes` adds it after the
-        # callbacks that must see a step before it is saved (StopOnNonFiniteLoss)
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        # not instantiated by the parser: `instantiate_trainer` adds it after the callbacks
+        # that must see a step before it is saved (StopOnNonFiniteLoss)
         parser.add_class_arguments(LastCheckpoint, "last_checkpoint", instantiate=False)
 
     def before_instantiate_classes(self) -> None:
@@ -98,41 +94,31 @@ class ProjectCLI(LightningCLI):
         if evaluating or config.get("ckpt_path"):
             run = use_run_folder(config, self.subcommand, self.checkpoints)
             if run is not None and self.subcommand != "fit" and (run / CONFIG).is_file():
-                self.name_results_on_other_data(run, config)
-        self.add_callbacks(config)
+                self.name_results_on_other_data(run)
 
-    def add_callbacks(self, config: Namespace) -> None:
-        configured = [getattr(c, "class_path", "") for c in config.trainer.callbacks or []]
-        if config.trainer.enable_progress_bar is not False and not any(
-            "ProgressBar" in c for c in configured
-        ):
-            # Rich's bar when the bar is on (a bar in the callbacks while it is off is an error)
-            self.trainer_defaults["callbacks"].append(RichProgressBar())
-        # last in the list: StopOnNonFiniteLoss stops a NaN step before it can be saved. In every
-        # subcommand (it acts in fit only): Lightning warns when a checkpoint that holds its state
-        # is loaded without it
-        last = LastCheckpoint(**config.last_checkpoint.as_dict())
-        self.trainer_defaults["callbacks"].append(last)
-
-    def name_results_on_other_data(self, run: Path, config: Namespace) -> None:
+    def name_results_on_other_data(self, run: Path) -> None:
         """Metrics and predictions of a run on other data than its own (`test -c
         <run>/config.yaml --data.init_args.test other.npz`) go beside the run's, named after
         the data, and never replace the run's own `metrics.json`."""
-        dumped = self._parser(self.subcommand).dump(config, skip_validation=True)
-        data = yaml.safe_load(dumped).get("data") or {}
-        name = other_data_name(run, data)
-        if name is None:
+        dumped = self.parser.dump(self.config, skip_validation=True)  # the whole command's
+        data = yaml.safe_load(dumped)[self.subcommand].get("data") or {}
+        self.other_data = other_data_name(run, data)
+        if self.other_data is None:
             return
-        for callback in self.trainer_defaults["callbacks"]:
-            if isinstance(callback, MetricsFile | PredictionsFile):
-                callback.other_data = name
-        print(f"note: not the data {run} was fit on: results go to *-{name}.*", file=sys.stderr)
+        print(
+            f"note: not the data {run} was fit on: results go to *-{self.other_data}.*",
+            file=sys.stderr,
+        )
 
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        self.trainer_defaults["callbacks"] = run_callbacks(config)
         trainer = super().instantiate_trainer(**kwargs)
+        for callback in trainer.callbacks:
+            if isinstance(callback, MetricsFile | PredictionsFile):
+                callback.other_data = getattr(self, "other_data", None)
         # Lightning's writer can truncate a checkpoint when killed (see AtomicCheckpointIO); set
         # here and not in `trainer.plugins`, which an overlay (slurm.yaml) or a flag replaces
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         plugins = config.trainer.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         chosen = any(isinstance(plugin, CheckpointIO) for plugin in plugins)
@@ -153,14 +139,23 @@ class ProjectCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         checkpoint = self.checkpoints.check(ckpt_path, self.model) if ckpt_path else None
         self.checkpoints = CheckpointReads()  # Lightning reads it again: not kept beside its copy
+        self.print_notes()
         return checkpoint
+
+    def print_notes(self) -> None:
+        """The settings the command line's class switches kept (`carried_settings.py`), said
+        once everything is built, from the first process."""
+        if rank_zero_only.rank == 0:
+            for note in NOTES:
+                print(f"note: {note}", file=sys.stderr)
+        NOTES.clear()
 
     before_validate = before_test = before_predict = check_ckpt_path
 
     def before_fit(self) -> None:
         checkpoint = self.check_ckpt_path()
         # the summary then says what this process did and what the whole run did
-        self.resumed_from = resumed_step(checkpoint) if checkpoint else None
+        self.resumed_from = checkpoint_step(checkpoint) if checkpoint else None
         self.fit_started = time.monotonic()
 
     def after_fit(self) -> None:
@@ -182,19 +177,13 @@ def make_cli(
     import project.data  # noqa: F401
     import project.models  # noqa: F401
 
-    callbacks = [
-        MetricsFile(),
-        PredictionsFile(),
-        LearningRateMonitor(),
-        StopOnNonFiniteLoss(),
-        CarriedSettingsNote(),
-        CrashNote(),
-    ]
-    trial = reporter_from_env()  # a search trial (project/search/trial.py): not in its config.yaml
+    defaults = {"default_config_files": [str(RUN_DEFAULTS)]}
+    subcommands = ("fit", "validate", "test", "predict")
     return cli_class(
-        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": callbacks + ([trial] if trial else [])},
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": []},  # run_callbacks()'s, once built
         save_config_callback=RunConfigFile,
         parser_class=ConciseArgumentParser,
+        parser_kwargs={name: defaults for name in subcommands} if run else defaults,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=42,
@@ -202,6 +191,25 @@ def make_cli(
         args=args,
         run=run,
     )
+
+
+def run_callbacks(config: Namespace) -> list[Callback]:
+    """The template's callbacks of a run (`run_callbacks`, built), then `LastCheckpoint`.
+
+    Rich's progress bar (in `run_callbacks`) only while the bar is on and no other bar is
+    configured: Lightning refuses a bar in the callbacks of a Trainer whose bar is off.
+    `LastCheckpoint` last: StopOnNonFiniteLoss stops a NaN step before it can be saved. In every
+    subcommand (it acts in fit only): Lightning warns when a checkpoint that holds its state is
+    loaded without it."""
+    configured = config.trainer.get("callbacks") or []
+    configured = configured if isinstance(configured, list) else [configured]
+    bar_off = config.trainer.get("enable_progress_bar") is False or any(
+        isinstance(callback, ProgressBar) for callback in configured
+    )
+    ours = [
+        c for c in config.get("run_callbacks") or [] if not (bar_off and isinstance(c, ProgressBar))
+    ]
+    return [*ours, LastCheckpoint(**config.last_checkpoint.as_dict())]
 
 
 def check_learning_rate(config: Namespace) -> None:

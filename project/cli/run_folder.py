@@ -10,13 +10,12 @@ from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 
-from project.callbacks.last_checkpoint import resumed_step
+from project.checkpoints import CheckpointReads, checkpoint_step
 from project.errors import UserError
 from project.loggers import TensorBoardLogger
 from project.run_loggers import RunFolder
 from project.runs import (
     CONFIG,
-    CheckpointReads,
     latest_checkpoint,
     named_checkpoint,
     purge_step,
@@ -145,7 +144,9 @@ def use_run_folder(
         resumed = subcommand == "fit" and Path(str(config.ckpt_path)).is_file()
         # checked by `ProjectCLI.parse_arguments` (or this job's own, atomically written requeue
         # checkpoint), and read once for the model's check too
-        logger.purge_step = resumed_step(checkpoints.check(config.ckpt_path)) if resumed else None
+        logger.purge_step = (
+            checkpoint_step(checkpoints.check(config.ckpt_path)) if resumed else None
+        )
         if subcommand != "fit":
             logger.first_step = step_after_curves(run)
     return run

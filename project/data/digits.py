@@ -40,6 +40,12 @@ class DigitsDataModule(ImageDataModule):
         self.test_fraction = test_fraction
         self.num_outputs = len(self.classes)
         self.input_size = (1, 8, 8)
+        try:  # here, not in `load`: a missing package is a one-line error before any work
+            import sklearn.datasets  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "DigitsDataModule needs scikit-learn: pip install -e '.[digits]'"
+            ) from None
 
     def load(self) -> dict[str, TensorDataset]:
         from sklearn.datasets import load_digits

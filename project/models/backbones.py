@@ -11,6 +11,11 @@ from project.errors import UserError
 from project.weights import torchvision_backbones
 
 SMALL_CNN = "small_cnn"
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, BATCH_NORMS)
 
 
 class SmallCNN(nn.Module):

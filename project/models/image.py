@@ -3,16 +3,19 @@
 from typing import Literal
 
 import torch
-from lightning import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
-from project.callbacks.backbone_freeze import BackboneFreeze, is_batch_norm
 from project.errors import UserError
-from project.figures import TensorBoardFigures
-from project.models.backbones import SMALL_CNN, build_network, head_keys, load_backbone
+from project.models.backbones import (
+    SMALL_CNN,
+    build_network,
+    head_keys,
+    is_batch_norm,
+    load_backbone,
+)
 from project.models.supervised import SupervisedModule
 from project.task import Task
 from project.weights import preprocessing, read_state, weights_source
@@ -187,10 +190,11 @@ class ImageClassifier(SupervisedModule):
             )
         return groups
 
-    def configure_callbacks(self) -> list[Callback]:
-        callbacks: list[Callback] = [TensorBoardFigures(predictions=True)]
-        if self.freeze_backbone:
-            callbacks.append(
-                BackboneFreeze(self.unfreeze_at_epoch, self.backbone_lr_factor, self.bn_eval)
+    def on_fit_start(self) -> None:
+        # the freezing is BackboneFreeze's (in every CLI run's `run_callbacks`); a Trainer built
+        # without it would train the whole network while the config says otherwise
+        frozen = any(not p.requires_grad for m in self.backbone_modules() for p in m.parameters())
+        if self.freeze_backbone and not frozen:
+            raise UserError(
+                "model.freeze: backbone needs the project.callbacks.BackboneFreeze callback"
             )
-        return callbacks

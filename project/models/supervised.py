@@ -6,13 +6,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning import Callback, LightningModule
+from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from project.figures import TensorBoardFigures
 from project.loggers import step_is_written
 from project.models import contract, optimizers
 from project.models.metrics import LossMean, balanced_weights, check_loss_options, task_metrics
@@ -83,7 +82,7 @@ class SupervisedModule(LightningModule):
         self.unapplied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = []
         self.outputs_checked: set[str] = set()  # stages whose `forward` had the right shape
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
-        # drawn at the end of each validation and test by project.figures.TensorBoardFigures
+        # drawn after each validation and test by project.callbacks.figures.TensorBoardFigures
         stages = ("val_", "test_") if task == "classification" else ()
         self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(num_outputs) for s in stages})
 
@@ -262,6 +261,3 @@ class SupervisedModule(LightningModule):
     def configure_optimizers(self):  # noqa: ANN201 (Lightning accepts several shapes)
         groups = self.decay_groups(optimizers.as_groups(self.parameter_groups()))
         return optimizers.configure_optimizers(groups, self.optimizer, self.lr_scheduler)
-
-    def configure_callbacks(self) -> list[Callback]:
-        return [TensorBoardFigures()]

@@ -32,8 +32,8 @@ from project.files import EXIT_CODE, disk_error_line, is_disk_error, naming
 from project.launch_checks import usable_cores
 from project.search.report import write_report
 from project.search.study import Search, child_env
-from project.search.trial import storage_errors
 from project.search.worker import SearchWorker
+from project.study_storage import storage_errors
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

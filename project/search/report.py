@@ -45,7 +45,7 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
 
 def short_name(flag: str) -> str:
     """`model.init_args.hidden_size` → `model/hidden_size`: a space's key as TensorBoard's
-    HParams tab names it (project/callbacks/run_hparams.py)."""
+    HParams tab names it (project/hparams.py)."""
     return "/".join(part for part in flag.split(".") if part != "init_args")
 
 

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from project.errors import UserError
 from project.runs import slurm_job
 from project.search.space import example_value, flags, read_space
-from project.search.trial import make_storage
+from project.study_storage import make_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -71,7 +71,7 @@ class Search:
             Path(self.storage_url).parent.mkdir(parents=True, exist_ok=True)
         try:
             storage = make_storage(self.storage_url)
-            # the pruner acts in the trials' processes (project/search/trial.py), not here
+            # the pruner acts in the trials' processes (callbacks/trial_reporter.py), not here
             sampler = optuna.samplers.TPESampler(seed=self.args.seed + worker)
             if direction is None:
                 return optuna.load_study(study_name=self.name, storage=storage, sampler=sampler)

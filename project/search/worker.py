@@ -13,11 +13,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from project.callbacks.trial_reporter import RESULT
 from project.errors import UserError
 from project.runs import latest_checkpoint, slurm_job
 from project.search.space import flags, read_space
 from project.search.study import FINISHED, IN_PLAY, Search, child_env
-from project.search.trial import ENV, RESULT, make_storage, patiently
+from project.study_storage import make_storage, patiently
 
 
 class SearchWorker(Search):
@@ -75,12 +76,14 @@ class SearchWorker(Search):
             *("--trainer.default_root_dir", str(run)),
             *(["--ckpt_path", str(checkpoint)] if checkpoint else []),
         ]
+        settings = {"storage": self.storage_url, "study": self.name, "number": number}
+        settings |= self.pruner_settings()
+        reporter = {"class_path": "project.callbacks.TrialReporter", "init_args": settings}
+        command += ["--run_callbacks+", json.dumps(reporter)]
         if slurm_job() is not None:  # every rank a task of this job's step
             tasks = os.environ.get("SLURM_NTASKS", "1")
             command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command]
-        settings = {"storage": self.storage_url, "study": self.name, "number": number}
-        settings |= self.pruner_settings()
-        env = child_env() | {ENV: json.dumps(settings)}
+        env = child_env()
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / f"trial-{number:04d}.out"
         what = f"continuing from {checkpoint}" if checkpoint else "new"

@@ -9,9 +9,9 @@ Each measurement runs in a fresh process (peak memory is per process), the two p
 and the ratio reported is the median over the repeats of template / hand-written samples per
 second, timed over the steps after a warm-up. Results go to logs/bench/ as JSON and markdown.
 
-    python scripts/benchmark.py                 # all workloads, CPU-sized
-    python scripts/benchmark.py --repeats 5 --only gru_mnist1d
-    python scripts/benchmark.py --gpu           # on the GPU: bigger batches, ResNet-50 too
+    python scripts/bench/benchmark.py                 # all workloads, CPU-sized
+    python scripts/bench/benchmark.py --repeats 5 --only gru_mnist1d
+    python scripts/bench/benchmark.py --gpu           # on the GPU: bigger batches, ResNet-50 too
 
 With --gpu the template runs with configs/trainer/gpu.yaml and bf16.yaml stacked (bf16-mixed,
 channels-last, TF32, cuDNN benchmark mode) and the hand-written loop sets the same by hand
@@ -33,7 +33,7 @@ from bench_accuracy import time_to_accuracy
 from bench_paths import measure_hand_written, measure_template
 from bench_report import machine, markdown, ratios, summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 
 # name: (config and overrides, steps timed after the warm-up, warm-up steps, what it measures)

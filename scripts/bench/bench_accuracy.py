@@ -1,12 +1,12 @@
 """Time to a test accuracy on the default experiment, for the template and the hand-written loop
-(`scripts/benchmark.py`'s `time_to_accuracy`)."""
+(`scripts/bench/benchmark.py`'s `time_to_accuracy`)."""
 
 import time
 from pathlib import Path
 
 from bench_paths import build
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_accuracy(model, data) -> float:  # noqa: ANN001

@@ -1,4 +1,7 @@
-"""Optuna's journal file, kept whole lines on a full disk and after a kill mid-write.
+"""Where a search keeps its study: an Optuna storage URL, or a journal file that stays whole
+lines on a full disk and after a kill mid-write; storage calls tried again while a database
+server restarts. Used by the search (project/search/) and by a trial's reporter
+(project/callbacks/trial_reporter.py), so it sits below both.
 
 Optuna (5.0) appends a journal line with one `write`; a full disk or a kill can leave part of
 it, without its newline. Optuna's reader skips such a last line, but the next append is glued
@@ -8,9 +11,12 @@ whole line, under the journal's own lock.
 """
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 
@@ -52,3 +58,37 @@ class WholeLinesJournal(JournalFileBackend):
             return
         finally:
             self.lock.release()
+
+
+T = TypeVar("T")
+# a database server restarted or briefly unreachable: how long a storage call is tried again
+PATIENCE = 120.0
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage URL, or a journal file path (`*.log`): a file, no server, safe for
+    several processes and on a shared filesystem (Optuna's file lock), and on a full disk."""
+    if "://" in url:
+        # a connection the server dropped (restarted) is replaced before use, not failed on
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    return optuna.storages.JournalStorage(WholeLinesJournal(url))
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a database storage raises when its server is gone (Optuna wraps some errors)."""
+    import sqlalchemy.exc
+
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
+
+
+def patiently(call: Callable[[], T], patience: float = PATIENCE) -> T:
+    """`call()`, tried again every second while the storage's server is unreachable (a
+    restart), for up to `patience` seconds; then its error goes on."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return call()
+        except storage_errors():
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)

@@ -1,12 +1,12 @@
 """What each part of the template costs a training step: remove one part at a time, in one process.
 
-The benchmark (`scripts/benchmark.py`) says how far the template is from Lightning's bare loop;
-this says which of the template's parts make the difference. Every variant trains the same
+The benchmark (`scripts/bench/benchmark.py`) says how far the template is from Lightning's bare
+loop; this says which of the template's parts make the difference. Every variant trains the same
 workload in the same process, taking turns over `--rounds`, and its figure is the median step's
 CPU time of the main thread (one torch thread): a busy machine moves it less than wall time.
 
-    python scripts/step_costs.py                    # (c) GRU-8 at batch 8: 400 steps, 4 rounds
-    python scripts/step_costs.py --steps 50 --rounds 1
+    python scripts/bench/step_costs.py              # (c) GRU-8 at batch 8: 400 steps, 4 rounds
+    python scripts/bench/step_costs.py --steps 50 --rounds 1
 
 Variants: the template as `fit` runs it; Lightning's bare loop (benchmark.py's "Lightning
 alone"); the template's model in the bare loop, and the bare model in the template's Trainer;
@@ -84,8 +84,8 @@ class _Discard(list):
 
 CALLBACKS = [
     "MetricsFile", "PredictionsFile", "LearningRateMonitor", "StopOnNonFiniteLoss",
-    "CarriedSettingsNote", "LastCheckpoint", "RunConfigFile", "RichModelSummary",
-    "BestAndLastCheckpoint", "TensorBoardFigures",
+    "LastCheckpoint", "RunConfigFile", "RichModelSummary",
+    "BestAndLastCheckpoint", "TensorBoardFigures", "BackboneFreeze",
 ]  # fmt: skip
 VARIANTS = {
     "template": {},

@@ -1,13 +1,13 @@
 """Where a training step's time goes, on each path of the benchmark: `make profile`.
 
-Each path of a workload (scripts/benchmark.py: the template as `fit` runs it, Lightning's bare
+Each path of a workload (scripts/bench/benchmark.py: the template as `fit` runs it, Lightning's bare
 loop, the hand-written loop) trains `--steps` steps under py-spy, a sampling profiler, twice: once
 for a flame graph (SVG), once for the raw stacks. Each sample of a step is given to the innermost
 frame that names what it is doing (the model's forward, backward, the optimizer, `self.log`,
 Lightning's loop, ...), and the table says how many milliseconds per step each costs on each path.
 
-    python scripts/profile_steps.py                       # (c) per-step overhead, 3000 steps
-    python scripts/profile_steps.py --workload gru_mnist1d --steps 600 --out docs/profiles
+    python scripts/bench/profile_steps.py                       # (c) per-step overhead, 3000 steps
+    python scripts/bench/profile_steps.py --workload gru_mnist1d --steps 600 --out docs/profiles
 
 py-spy (`pip install py-spy`, in the dev extra) samples Python stacks; a torch kernel shows as
 the Python line that called it. Sampling at `--rate` Hz gives each path about rate × seconds
@@ -23,8 +23,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARK = ROOT / "scripts" / "benchmark.py"
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK = ROOT / "scripts" / "bench" / "benchmark.py"
 PATHS = ("template", "lightning", "hand")
 
 # A sample's stack, read from the leaf up, is given to the first frame that matches one of

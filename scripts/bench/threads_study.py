@@ -1,7 +1,7 @@
 """How torch's CPU threads behave on this machine, quiet and beside other work:
 
-    python scripts/threads_study.py            # both workloads, each setting, each load
-    python scripts/threads_study.py --only gru
+    python scripts/bench/threads_study.py            # both workloads, each setting, each load
+    python scripts/bench/threads_study.py --only gru
 
 Each cell trains in a fresh process and reports its wall time (process start included). The
 settings: torch's own default (one thread per core, OpenMP's default wait), one thread (the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from project.launch_checks import usable_cores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORES = str(usable_cores())  # torch's own default: a thread for each
 SETTINGS = {
     "torch's default (a thread per core)": {"OMP_NUM_THREADS": CORES},

@@ -1,5 +1,6 @@
-"""The three paths `scripts/benchmark.py` times: the template as `fit` runs it, Lightning's bare
-loop, and the seed's hand-written loop, each over the same model, batches and optimizer."""
+"""The three paths `scripts/bench/benchmark.py` times: the template as `fit` runs it,
+Lightning's bare loop, and the seed's hand-written loop, each over the same model, batches and
+optimizer."""
 
 import itertools
 import resource
@@ -127,7 +128,7 @@ def measure_hand_written(args: list[str], steps: int, warmup: int, gpu: bool) ->
 def train_by_hand(model, loader, optimizer, autocast, device, steps: int, warmup: int) -> tuple:  # noqa: ANN001
     """The seed's loop, epoch after epoch until `warmup + steps` steps; the clocks at each timed
     step's start (and the last one's end), and every loss. Its own function, so that a profile
-    finds its steps (scripts/profile_steps.py)."""
+    finds its steps (scripts/bench/profile_steps.py)."""
     losses: list = []
     marks: list[tuple[float, float]] = []
     for index, (inputs, targets, *lengths) in enumerate(epochs_of(loader)):

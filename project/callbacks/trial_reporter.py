@@ -1,28 +1,21 @@
 """The fit side of a search trial: an ordinary `python -m project fit`, started by a search
-worker (project/search/worker.py) with `PROJECT_TRIAL` in its environment, which adds
-`TrialReporter`.
-
-The environment, not a callback in the command line, so that the run's `config.yaml` stays the
-plain config that `fit -c` repeats, and so that every DDP rank (started by Lightning or srun)
-sees it.
+worker (project/search/worker.py) with `TrialReporter` added to its `run_callbacks` on the
+command line (every DDP rank, started by Lightning or srun, runs the same command), so the run's
+`config.yaml` names the trial it reported to; that config repeated after the trial ended trains
+as any run and reports nothing. Also the Optuna pruners the search builds.
 """
 
 import json
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import optuna
 from lightning import Callback, LightningModule, Trainer
 
 from project.files import naming, written_whole
 from project.runs import run_folder_on_rank_zero
-from project.search.journal import WholeLinesJournal
+from project.study_storage import make_storage, patiently
 
-T = TypeVar("T")
-ENV = "PROJECT_TRIAL"
 RESULT = "trial.json"  # written into the run folder when fit ends
 
 
@@ -49,58 +42,6 @@ def make_pruner(
     return optuna.pruners.NopPruner()
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage URL, or a journal file path (`*.log`): a file, no server, safe for
-    several processes and on a shared filesystem (Optuna's file lock), and on a full disk
-    (project/search/journal.py)."""
-    if "://" in url:
-        # a connection the server dropped (restarted) is replaced before use, not failed on
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    return optuna.storages.JournalStorage(WholeLinesJournal(url))
-
-
-# a database server restarted or briefly unreachable: how long a storage call is tried again
-PATIENCE = 120.0
-
-
-def storage_errors() -> tuple[type[BaseException], ...]:
-    """What a database storage raises when its server is gone (Optuna wraps some errors)."""
-    import sqlalchemy.exc
-
-    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
-
-
-def patiently(call: Callable[[], T], patience: float = PATIENCE) -> T:
-    """`call()`, tried again every second while the storage's server is unreachable (a
-    restart), for up to `patience` seconds; then its error goes on."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return call()
-        except storage_errors():
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-
-
-def trial_settings() -> dict[str, Any] | None:
-    text = os.environ.get(ENV)
-    return json.loads(text) if text else None
-
-
-def trial_hparams() -> dict[str, Any]:
-    """The study and trial number, for the run's TensorBoard hparams (none outside a search)."""
-    settings = trial_settings()
-    if settings is None:
-        return {}
-    return {"search/study": settings["study"], "search/trial": settings["number"]}
-
-
-def reporter_from_env() -> "TrialReporter | None":
-    settings = trial_settings()
-    return TrialReporter(**settings) if settings else None
-
-
 class TrialReporter(Callback):
     """Reports the monitored metric to the trial after each validation and stops the run when
     the pruner says so; rank 0 asks, every rank follows its answer (a broadcast), so a pruned
@@ -122,6 +63,10 @@ class TrialReporter(Callback):
         self.trial: optuna.trial.Trial | None = None
         self.pruned = False
 
+    def hparams(self) -> dict[str, Any]:
+        """The study and trial number, for the run's TensorBoard hparams."""
+        return {"search/study": self.study_name, "search/trial": self.number}
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero:
             return
@@ -131,6 +76,9 @@ class TrialReporter(Callback):
         study.pruner = make_pruner(*self.pruner, minimize=minimize)
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        if storage.get_trial(trial_id).state.is_finished():  # a trial's config.yaml repeated
+            print(f"note: trial {self.number} of {self.study_name} has ended: not reporting")
+            return
         self.trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
