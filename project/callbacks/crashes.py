@@ -15,30 +15,20 @@ last `last.ckpt` (every epoch, and every `last_checkpoint.every_n_minutes`).
 """
 
 import re
-from collections.abc import Iterator
 
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from project.errors import chain_of
 from project.runs import CONFIG, run_folder_on_rank_zero, slurm_job
 
 WORKER = re.compile(r"DataLoader worker \(pids?\(?s?\)? ?[\d, ]+\) [^.]*")
 LOST_PEER = re.compile(r"Connection (?:reset|closed) by peer|Broken pipe|Socket Timeout")
 
 
-def chain(error: BaseException) -> Iterator[BaseException]:
-    """`error` and its causes and contexts, each once (a chain may loop back on itself)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def what_crashed(error: BaseException) -> str | None:
     """What killed the run, in words, if another process of it died; else None."""
-    for link in chain(error):
+    for link in chain_of(error):
         text = str(link)
         worker = WORKER.search(text)
         if worker:
@@ -64,7 +54,7 @@ def crash_line(error: BaseException) -> str | None:
     what = what_crashed(error)
     if what is None:
         return None
-    notes = [n for link in chain(error) for n in getattr(link, "__notes__", [])]
+    notes = [n for link in chain_of(error) for n in getattr(link, "__notes__", [])]
     resume = next((n for n in notes if n.startswith("resume")), "")
     return f"error: {what}" + (f"; {resume}" if resume else "")
 
