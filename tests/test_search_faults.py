@@ -1,7 +1,7 @@
 """A search that meets faults ends: trials that all fail stop it after `--max_failures` with the
-first failure's error and log; a stale trial is retried at most `--max_retries` times; a journal cut mid-line still loads. The
-PostgreSQL restart is in tests/test_search_postgres.py. (A fault on the journal's disk does not
-stop the search yet: docs/faults.md.)"""
+first failure's error and log; a stale trial is retried at most `--max_retries` times; a journal
+cut mid-line still loads. The PostgreSQL restart is in tests/test_search_postgres.py. (A fault
+on the journal's disk does not stop the search yet: docs/faults.md.)"""
 
 import argparse
 import time
