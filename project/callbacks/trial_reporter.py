@@ -70,8 +70,17 @@ class TrialReporter(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero:
             return
+        # a trial's config.yaml repeated elsewhere (another folder, a laptop): its journal, a
+        # path relative to where the search ran, is not there; opening it would create it
+        if "://" not in self.storage_url and not Path(self.storage_url).exists():
+            print(f"note: the study's journal {self.storage_url} is not here: not reporting")
+            return
         storage = make_storage(self.storage_url)
-        study = optuna.load_study(study_name=self.study_name, storage=storage)
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=storage)
+        except KeyError:  # Optuna's "Record does not exist"
+            print(f"note: study {self.study_name} is not in its storage: not reporting")
+            return
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
         study.pruner = make_pruner(*self.pruner, minimize=minimize)
         study_id = storage.get_study_id_from_name(self.study_name)
