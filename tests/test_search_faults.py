@@ -1,10 +1,17 @@
 """A search that meets faults ends: trials that all fail stop it after `--max_failures` with the
 first failure's error and log; a stale trial is retried at most `--max_retries` times; a journal
-cut mid-line still loads. The PostgreSQL restart is in tests/test_search_postgres.py. (A fault
-on the journal's disk does not stop the search yet: docs/faults.md.)"""
+cut mid-line still loads, and its lock left by a fault does not hang the next writer; a full,
+read-only or refused journal ends the search in one line, and a rerun finishes the study. The
+PostgreSQL restart is in tests/test_search_postgres.py."""
 
 import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -13,11 +20,22 @@ from optuna.trial import TrialState
 
 from project.search.study import Search
 from project.search.worker import SearchWorker
-from project.study_storage import make_storage
+from project.study_storage import JournalLock, make_storage
+from tests.callbacks import callback_flag
 from tests.conftest import ROOT
+from tests.faults import (
+    AS_A_USER,
+    CAUSES,
+    ENV,
+    FAULTS,
+    partial_files,
+    record_row,
+    small_disk,
+    strike,
+)
 from tests.test_model_mistakes import MISTAKES
 from tests.test_readme_examples import readme_files
-from tests.test_search import SMALL, load, search, space_file
+from tests.test_search import GRU, SMALL, load, search, space_file
 
 
 def worker_over(tmp_path: Path, **settings: object) -> SearchWorker:
@@ -93,3 +111,95 @@ def test_a_search_whose_trials_all_fail_stops_with_the_first_error(tmp_path: Pat
     journal = tmp_path / "logs" / "experiment" / "search" / "space" / "journal.log"
     trials = load(tmp_path, str(journal)).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def strike_journal(fault: str, disk: Path, journal: Path) -> Callable[[], None]:
+    """`fault` on the journal's disk. A full disk is filled with the journal ending on a block
+    boundary (one whole line added, a study attribute, under the journal's lock): else appends
+    fit the slack of its last block (a tmpfs page, 4 KiB: dozens of heartbeats) before the
+    kernel refuses one, and the fault shows only then."""
+    if fault != "disk_full":
+        return strike(fault, disk, disk)
+    study_id = make_storage(str(journal)).get_study_id_from_name("space")
+    line = {"op_code": 2, "worker_id": "test", "study_id": study_id, "user_attr": {"pad": ""}}
+    empty = len(json.dumps(line, separators=(",", ":"))) + 1
+    lock = JournalLock(str(journal))
+    lock.acquire()
+    try:
+        block = os.statvfs(disk).f_bsize
+        size = -(journal.stat().st_size + empty) % block
+        line["user_attr"]["pad"] = "x" * size
+        with open(journal, "a") as file:
+            file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        assert journal.stat().st_size % block == 0
+        return strike(fault, disk, disk)
+    finally:
+        lock.release()
+
+
+# where the journal is struck while trial 0 trains: by the worker's heartbeat (the search's own
+# write: its worker beats every 0.5 s), or by trial 0's reporter after its first validation
+# (the worker then beats only every 10 minutes)
+HEARTBEATS = {"search_journal_worker": 0.5, "search_journal_reporter": 600.0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("place", HEARTBEATS)
+def test_a_fault_in_the_journal_ends_in_one_line_and_a_rerun_finishes_the_study(
+    place: str, fault: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The journal on its own small disk, struck while trial 0 trains: the search ends within
+    30 s, in one line naming the journal and the cause, with no traceback, the journal whole;
+    rerun once the fault is gone, the same command finishes the study, trial 0 run again with
+    its values (its worker has ended: no waiting for `--stale_after`)."""
+    space = space_file(tmp_path)
+    with small_disk(tmp_path / "journal") as disk:
+        journal = disk / "journal.log"
+        args = ["-c", GRU, "--space", space, "--trials", 1, "--pruner", "none", *SMALL]
+        args += ["--trainer.max_epochs", 1, "--storage", journal, "--heartbeat", HEARTBEATS[place]]
+        args += callback_flag("SlowBatches", seconds=0.5, progress="progress")
+        command = [*AS_A_USER, sys.executable, "-m", "project.search", *map(str, args)]
+        with open(tmp_path / "stderr", "w") as err, open(tmp_path / "stdout", "w") as out:
+            process = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=out, stderr=err,
+                                       start_new_session=True)  # fmt: skip
+        progress = tmp_path / "logs" / "gru" / "search" / "space" / "trial-0000" / "progress"
+        deadline = time.monotonic() + 240
+        while not progress.exists():  # trial 0 has trained a step: its first validation is due
+            assert process.poll() is None and time.monotonic() < deadline, (
+                f"trial 0 never trained: {(tmp_path / 'stderr').read_text()[-3000:]}"
+            )
+            time.sleep(0.05)
+        held = journal.read_bytes()
+        undo = strike_journal(fault, disk, journal)
+        started = time.monotonic()
+        try:
+            process.wait(timeout=90)  # 30 s asked, and slack to measure a late exit
+            seconds = time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the search, its worker and its trial
+            process.wait()
+            raise
+        finally:
+            undo()
+        stderr = (tmp_path / "stderr").read_text()
+        kept = journal.read_bytes()
+        intact = kept.startswith(held) and kept.endswith(b"\n") and partial_files(disk) == []
+        rerun = search(tmp_path, *args, timeout=240)
+        trials = load(tmp_path, str(journal)).trials
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        finished = len(done) == 1 and done[0].params == trials[0].params
+        lines = [x for x in stderr.splitlines() if x.startswith("error:")] or ["(none)"]
+        record_row(request.node.nodeid, place, fault, process.returncode, seconds, lines[0],
+                   intact, rerun.returncode == 0 and finished)  # fmt: skip
+        assert process.returncode == 74 and seconds < 30, stderr[-3000:]
+        assert "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
+        (line,) = lines
+        struck = {
+            "search_journal_worker": "error: cannot write",
+            "search_journal_reporter": "error: trial 0 stopped on a disk fault: cannot write",
+        }
+        assert line.startswith(f"{struck[place]} {journal}: {CAUSES[fault]}"), line
+        assert intact
+        assert rerun.returncode == 0 and finished, rerun.stdout + rerun.stderr
+        assert not Path(f"{journal}.lock").exists()

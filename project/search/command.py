@@ -32,7 +32,7 @@ from project.files import EXIT_CODE, disk_error_line, is_disk_error, naming
 from project.launch_checks import usable_cores
 from project.search.report import write_report
 from project.search.study import Search, child_env
-from project.search.worker import SearchWorker
+from project.search.worker import SearchWorker, TrialStruck
 from project.study_storage import storage_errors
 
 
@@ -145,10 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: storage {search.shown_storage()} unreachable: {first[0]} (rerun the same "
               "command to continue the study)", file=sys.stderr)  # fmt: skip
         sys.exit(2)
+    except TrialStruck as error:  # a trial's disk fault (its reporter's journal, its run's)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CODE)
     except OSError as error:  # a full, read-only or refused disk: the journal's, most likely
         if not is_disk_error(error):
             raise
         if "://" not in search.storage_url:  # Optuna's journal writes name no file
             naming(error, search.storage_url)
-        print(f"error: {disk_error_line(error)}", file=sys.stderr)
+        print(f"error: {disk_error_line(error)}; the search stopped: rerun the same command "
+              "once it is fixed, to continue the study", file=sys.stderr)  # fmt: skip
         sys.exit(EXIT_CODE)

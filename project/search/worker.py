@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from project.callbacks.trial_reporter import RESULT
 from project.errors import UserError
+from project.files import EXIT_CODE
 from project.runs import latest_checkpoint, slurm_job
 from project.search.space import flags, read_space
 from project.search.study import FINISHED, IN_PLAY, Search, child_env
@@ -41,7 +42,8 @@ class SearchWorker(Search):
             in_play = [t for t in trials if t.state in IN_PLAY]
             if len(finished) >= self.args.trials:
                 return
-            if len(in_play) >= self.args.trials:  # the rest are running elsewhere: wait for them
+            waiting = any(t.state == TrialState.WAITING for t in in_play)  # a retry: ask for it
+            if len(in_play) >= self.args.trials and not waiting:  # the rest run elsewhere: wait
                 time.sleep(min(self.args.heartbeat, 5.0))
                 continue
             trial = ask_within_budget(study, space, self.args.trials)
@@ -88,20 +90,34 @@ class SearchWorker(Search):
         log = self.folder / f"trial-{number:04d}.out"
         what = f"continuing from {checkpoint}" if checkpoint else "new"
         print(f"trial {number} ({what}): {json.dumps(params)} -> {run}", flush=True)
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=heartbeat, args=(storage, trial_id, self.args.heartbeat, stop)
-        )
-        beat.start()
-        try:
-            with log.open("a") as out:
-                code = subprocess.run(
-                    command, stdout=out, stderr=subprocess.STDOUT, env=env
-                ).returncode
-        finally:
-            stop.set()
-            beat.join()
+        stop, faults = threading.Event(), []
+        with log.open("a") as out, subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env
+        ) as process:  # fmt: skip
+            beat = threading.Thread(
+                target=heartbeat,
+                args=(storage, trial_id, self.args.heartbeat, stop, process, faults),
+            )
+            beat.start()
+            try:
+                code = process.wait()
+            except BaseException:  # as subprocess.run: Ctrl-C or a kill ends the trial too
+                process.kill()
+                raise
+            finally:
+                stop.set()
+                beat.join()
+        if faults:  # the journal refused a heartbeat: the trial was stopped, the search ends
+            raise faults[0]
         result = json.loads((run / RESULT).read_text()) if (run / RESULT).exists() else None
+        if result is None and code == EXIT_CODE:
+            # a full, read-only or refused disk (the journal's, from the trial's reporter, or
+            # the run's): the machine's fault, not the trial's; every next trial would meet it.
+            # Nothing is told: the trial stays running in the study, and a rerun runs it again
+            raise TrialStruck(
+                f"trial {number} stopped on a disk fault: {error_line(log)} (log: {log}); the "
+                "search stopped: rerun the same command once it is fixed, to continue the study"
+            )
         # told patiently: a trial that ran must not be lost to a database restarting meanwhile
         patiently(lambda: self.tell(study, storage, trial_id, number, result, code, log))
         return result is None and code == 0
@@ -147,7 +163,7 @@ class SearchWorker(Search):
         now = time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = trial.user_attrs.get("heartbeat", trial.datetime_start.timestamp())
-            if now - beat < self.args.stale_after:
+            if now - beat < self.args.stale_after and not worker_gone(trial.user_attrs):
                 continue
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
@@ -155,7 +171,10 @@ class SearchWorker(Search):
                 continue
             retry_of = trial.user_attrs.get("retry_of", trial.number)
             retries = sum(t.user_attrs.get("retry_of") == retry_of for t in study.trials)
-            stale = f"trial {trial.number} stale (no heartbeat for {now - beat:.0f} s)"
+            why = f"no heartbeat for {now - beat:.0f} s"
+            if worker_gone(trial.user_attrs):
+                why = f"its worker {trial.user_attrs['worker']} has ended"
+            stale = f"trial {trial.number} stale ({why})"
             if retries >= self.args.max_retries:  # a trial that kills its worker every time
                 print(f"{stale}: not retried, trial {retry_of} was retried {retries} times "
                       f"(--max_retries {self.args.max_retries})", flush=True)  # fmt: skip
@@ -180,12 +199,32 @@ def ask_within_budget(
     return None
 
 
+class TrialStruck(RuntimeError):
+    """A trial ended by a full, read-only or refused disk: the search stops (exit 74)."""
+
+
 def heartbeat(
-    storage: optuna.storages.BaseStorage, trial_id: int, every: float, stop: threading.Event
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    every: float,
+    stop: threading.Event,
+    trial: subprocess.Popen,
+    faults: list[OSError],
 ) -> None:
+    """Beats until `stop`; a journal that refuses a beat (a full, read-only or refused disk)
+    ends the trial (saved at its next step on SIGTERM, killed if it has not ended 10 s later),
+    and its error, in `faults`, the search."""
     while not stop.wait(every):
         try:
             storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+        except OSError as error:
+            faults.append(error)
+            trial.terminate()
+            try:
+                trial.wait(10)
+            except subprocess.TimeoutExpired:
+                trial.kill()
+            return
         except Exception:  # noqa: BLE001 (told or failed meanwhile: nothing left to beat for)
             return
 
@@ -194,6 +233,21 @@ def worker_name(index: int) -> str:
     """Who runs a trial: the Slurm task (the same after a requeue), or this host and process."""
     job = slurm_job()
     return f"slurm-{job}" if job else f"{os.uname().nodename}-{os.getpid()}-{index}"
+
+
+def worker_gone(attrs: dict[str, Any]) -> bool:
+    """Whether a trial's worker was a process on this host that has ended (a fault stopped the
+    search, a kill): its trial is run again at once, not after `--stale_after` seconds."""
+    host, pid, index = (attrs.get("worker", "").rsplit("-", 2) + ["", ""])[:3]
+    if host != os.uname().nodename or not pid.isdigit() or not index.isdigit():
+        return False  # a Slurm task (a requeue continues it), or another host's process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False
 
 
 def error_line(log: Path) -> str:
