@@ -1,8 +1,11 @@
-"""docs/faults.md from real runs: `python scripts/fault_table.py` (as root: it mounts tmpfs).
+"""docs/faults.md from real runs: `python scripts/fault_table.py [TEST ...]` (as root: it mounts
+tmpfs).
 
-Runs the fault tier (tests/test_faults.py, and the search's fault tests in
-tests/test_search_faults.py) with `PROJECT_FAULT_TABLE` set; each test records a row of what
-the struck run did, and the rows become the table. `--rows FILE` renders rows recorded before.
+Runs the fault tier (tests/test_faults.py, the search's fault tests in
+tests/test_search_faults.py and tests/test_search_postgres.py), or the TESTs named (pytest node
+ids), with `PROJECT_FAULT_TABLE` set; each test records a row of what the struck run did. The
+rows are kept in docs/fault_rows.jsonl (a test's new row replaces its old one, so one test can be
+measured again alone) and become the table. `--rows FILE` takes rows recorded before instead.
 """
 
 import argparse
@@ -12,18 +15,19 @@ import platform
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ["tests/test_faults.py", "tests/test_search_faults.py", "tests/test_search_postgres.py"]
+ROWS = ROOT / "docs" / "fault_rows.jsonl"  # every row of the table, as the tests recorded it
 PLACES = {
     "first_checkpoint": "the first checkpoint (end of epoch 0)",
     "periodic_last_ckpt": "a periodic `last.ckpt` (`every_n_train_steps`)",
     "tensorboard_events": "TensorBoard's event file (mid-epoch curves)",
     "metrics_json": "`metrics.json` (end of fit)",
     "predictions_csv": "`predictions.csv` (`predict`)",
-    "search_journal": "the search's journal (while trial 1 runs)",
+    "search_journal_worker": "the search's journal: the worker's heartbeat (trial 0 training)",
+    "search_journal_reporter": "the search's journal: trial 0's reporter (its first validation)",
     "search_database": "the search's PostgreSQL server (while trial 1 runs)",
 }
 FAULTS = {
@@ -54,7 +58,7 @@ def short(test: str) -> str:
 def render(rows: list[dict], source: str) -> str:
     order = {p: k for k, p in enumerate(PLACES)}
     rows = sorted(rows, key=lambda r: (order.get(r["place"], 99), list(FAULTS).index(r["fault"])))
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    when = " to ".join(sorted({min(r["date"] for r in rows), max(r["date"] for r in rows)}))
     lines = [
         "# Faults: what a run does when the machine fails it",
         "",
@@ -63,7 +67,9 @@ def render(rows: list[dict], source: str) -> str:
         "real, on a tmpfs: filled until the kernel says ENOSPC, remounted read-only, or the run",
         "folder made unwritable for a process without root's override (`setpriv`,",
         "tests/faults.py). The fault strikes just before the run writes the place",
-        "(tests/fault_point.py chooses the moment, nothing else).",
+        "(tests/fault_point.py chooses the moment, nothing else; the search's journal is struck",
+        "once trial 0 has trained a step, and a full journal disk is filled with the journal",
+        "ending on a block boundary: tests/test_search_faults.py).",
         "",
         "- *seconds*: from the fault to the process's exit;",
         "- *intact*: every checkpoint the run had when struck is byte-identical afterwards, and no",
@@ -97,29 +103,36 @@ def render(rows: list[dict], source: str) -> str:
     return "\n".join(lines)
 
 
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=Path, help="render these recorded rows, run nothing")
+    parser.add_argument("tests", nargs="*", default=TESTS, help="pytest node ids to run")
+    parser.add_argument("--rows", type=Path, help="take these recorded rows, run nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "faults.md")
     args = parser.parse_args()
-    source = "Written by `python scripts/fault_table.py` from the tests' runs"
-    if args.rows is not None:
-        source = (
-            "Rows recorded by the tests below (run with `PROJECT_FAULT_TABLE=rows.jsonl`), "
-            "written by\n`python scripts/fault_table.py --rows rows.jsonl`,"
-        )
+    source = (
+        "Rows recorded by the tests below (each row by its test, run with `PROJECT_FAULT_TABLE`"
+        " set;\nall rows in docs/fault_rows.jsonl), written by `python scripts/fault_table.py`,"
+    )
     if args.rows is None:
         rows_file = Path(tempfile.mkdtemp()) / "rows.jsonl"
         env = {**os.environ, "PROJECT_FAULT_TABLE": str(rows_file), "PYTHONPATH": str(ROOT)}
-        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests]
         finished = subprocess.run(pytest, cwd=ROOT, env=env)
         if not rows_file.exists():
             sys.exit(f"no rows recorded (pytest exit {finished.returncode})")
     else:
         rows_file = args.rows
-    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+    new = read_rows(rows_file)
+    measured = {row["test"] for row in new}
+    kept = [row for row in read_rows(ROWS) if row["test"] not in measured] if ROWS.exists() else []
+    rows = kept + new
+    ROWS.write_text("".join(json.dumps(row) + "\n" for row in rows))
     args.out.write_text(render(rows, source))
-    print(f"{len(rows)} rows -> {args.out}")
+    print(f"{len(new)} rows measured, {len(kept)} kept -> {ROWS}, {args.out}")
 
 
 if __name__ == "__main__":

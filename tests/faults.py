@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.conftest import ROOT, service_missing
@@ -158,6 +159,7 @@ def record_row(test: str, place: str, fault: str, code: int, seconds: float, err
     if not table:
         return
     row = dict(place=place, fault=fault, code=code, seconds=round(seconds, 1), error=error,
-               intact=intact, resumed_same=resumed_same, test=test)  # fmt: skip
+               intact=intact, resumed_same=resumed_same, test=test,
+               date=datetime.now(timezone.utc).strftime("%Y-%m-%d"))  # fmt: skip
     with open(table, "a") as file:
         file.write(json.dumps(row) + "\n")

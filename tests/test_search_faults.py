@@ -5,6 +5,7 @@ read-only or refused journal ends the search in one line, and a rerun finishes t
 PostgreSQL restart is in tests/test_search_postgres.py."""
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from project.search.study import Search
-from project.search.worker import SearchWorker
+from project.search.worker import SearchWorker, worker_gone
 from project.study_storage import JournalLock, make_storage
 from tests.callbacks import callback_flag
 from tests.conftest import ROOT
@@ -70,6 +71,20 @@ def test_a_stale_trial_is_retried_at_most_max_retries_times(tmp_path: Path) -> N
         assert all(t.params == study.trials[0].params for t in retries)
 
 
+def test_a_trial_whose_worker_here_has_ended_is_stale_at_once() -> None:
+    """A rerun after a fault (or a kill) runs the trial of a worker on this host whose process
+    has ended without waiting `--stale_after`; a live worker's, another host's, a Slurm task's
+    (a requeue continues it) are left to their heartbeats."""
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    host = os.uname().nodename
+    gone = {f"{host}-{ended.pid}-0": True, f"{host}-{os.getpid()}-0": False,
+            f"{host}-1-3": False, f"another-{host}-{ended.pid}-0": False, "slurm-4242": False,
+            "": False}  # fmt: skip
+    assert {name: worker_gone({"worker": name}) for name in gone} == gone
+    assert worker_gone({}) is False
+
+
 @pytest.mark.parametrize("cut", [1, 17, -1])
 def test_a_journal_cut_mid_line_loads_and_takes_new_trials(tmp_path: Path, cut: int) -> None:
     """A full disk or a kill leaves part of a journal line: the study still loads, and what is
@@ -85,6 +100,32 @@ def test_a_journal_cut_mid_line_loads_and_takes_new_trials(tmp_path: Path, cut: 
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     reloaded = optuna.load_study(study_name="s", storage=make_storage(str(journal)))
     assert len(reloaded.trials) == 3
+
+
+def test_a_journal_lock_left_by_a_fault_neither_hangs_nor_outlives_it(tmp_path: Path) -> None:
+    """A writer struck while it held the journal's lock leaves the lock behind (it cannot be
+    removed from a read-only folder): the next writer raises the disk's error at once, naming
+    the journal, instead of spinning on it; once the fault is gone, a writer breaks the lock
+    after its grace period (the holder is dead) and writes."""
+    with small_disk(tmp_path / "disk", size="1m") as disk:
+        journal = disk / "journal.log"
+        study = optuna.create_study(study_name="s", storage=make_storage(str(journal)))
+        os.symlink(journal, f"{journal}.lock")  # as a writer struck mid-append leaves it
+        undo = strike("read_only", disk, disk)
+        started = time.monotonic()
+        with pytest.raises(OSError) as caught:
+            study.set_user_attr("after", 1)
+        assert time.monotonic() - started < 1
+        assert caught.value.errno == errno.EROFS and caught.value.filename == str(journal)
+        undo()
+        lock = JournalLock(str(journal), grace_period=3)
+        started = time.monotonic()
+        lock.acquire()
+        assert 3 <= time.monotonic() - started < 6
+        lock.release()
+        study.set_user_attr("after", 1)
+        assert optuna.load_study(study_name="s", storage=make_storage(str(journal))).user_attrs
+        assert not Path(f"{journal}.lock").exists()
 
 
 @pytest.mark.slow
@@ -190,7 +231,8 @@ def test_a_fault_in_the_journal_ends_in_one_line_and_a_rerun_finishes_the_study(
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         finished = len(done) == 1 and done[0].params == trials[0].params
         lines = [x for x in stderr.splitlines() if x.startswith("error:")] or ["(none)"]
-        record_row(request.node.nodeid, place, fault, process.returncode, seconds, lines[0],
+        shown = lines[0].replace(str(tmp_path), "$TMP")  # the table's line, without pytest's path
+        record_row(request.node.nodeid, place, fault, process.returncode, seconds, shown,
                    intact, rerun.returncode == 0 and finished)  # fmt: skip
         assert process.returncode == 74 and seconds < 30, stderr[-3000:]
         assert "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
