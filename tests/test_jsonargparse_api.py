@@ -11,8 +11,10 @@ import pytest
 from jsonargparse import ArgumentParser
 from jsonargparse import _typehints as typehints
 
+from project.cli import main
 from project.cli.carried_settings import DISCARD, noting_carried_settings
-from project.cli.errors import NOISE, one_line
+from project.cli.errors import NOISE, ConciseArgumentParser, closest_option, one_line
+from tests.conftest import SEQUENCE
 
 
 class Shape:
@@ -67,6 +69,27 @@ def test_a_value_of_the_wrong_type_is_one_line() -> None:
 def test_an_unknown_option_is_reported_with_its_value() -> None:
     # errors.py reads the options after this prefix to suggest the one meant
     assert error_of("--cuont", "3") == "unrecognized arguments: --cuont 3"
+
+
+def test_every_option_is_suggested_back_with_its_last_letter_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The options suggested come from the parsers' defaults (public), not argparse's private
+    table: each one `fit` accepts, typed one letter short, is the one suggested."""
+    seen: list[list[str]] = []
+
+    def error(parser: ConciseArgumentParser, message: str, ex: Exception | None = None) -> None:
+        seen.append(parser.options())
+        raise SystemExit(2)
+
+    monkeypatch.setattr(ConciseArgumentParser, "error", error)
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(SEQUENCE / "gru.yaml"), "--no_such_option"])
+    (options,) = seen
+    assert {"--trainer.max_epochs", "--data", "--ckpt_path", "--print_config"} <= set(options)
+    assert len(options) > 50
+    for option in options:
+        assert closest_option(option[:-1], options) == option
 
 
 def test_the_wrapped_function_keeps_its_name_and_parameters() -> None:

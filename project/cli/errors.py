@@ -31,6 +31,10 @@ NOISE = (
 )
 
 
+# the options that set no value, so have no key among the defaults
+NO_DEFAULT = ("--help", "--print_config")
+
+
 def accepted_options(class_path: str) -> list[str]:
     module, _, name = class_path.rpartition(".")
     try:
@@ -80,7 +84,7 @@ class ConciseArgumentParser(LightningArgumentParser):
         a private table). argparse itself suggests nothing for an unknown option
         (python/cpython#83287, declined)."""
         keys = self.get_defaults().keys(branches=True)
-        found = [f"--{key}" for key in keys if not key.startswith("__")]
+        found = [f"--{key}" for key in keys if not key.startswith("__")] + list(NO_DEFAULT)
         for parser in self.subcommands.values():
             found += [o for o in parser.options() if o not in found]
         return found
