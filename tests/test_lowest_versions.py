@@ -2,7 +2,7 @@
 dependency at its lower bound (uv's `--resolution lowest-direct`, each held to its bound's
 release), then a short fit and the command line's error tests run there.
 
-torch and torchvision are the exception: their lower bounds (2.3, 0.18) are CUDA builds of several
+torch and torchvision are the exception: their lower bounds (2.7, 0.22) are CUDA builds of several
 GB on PyPI, and this machine's disk holds only the releases the main environment runs (2.14.1,
 0.29.1), so both are pinned to those. A bound that no install can meet, or that the code no longer
 runs on, fails here (it found that Lightning 2.6 needs jsonargparse 4.39, and this project 4.51)."""
