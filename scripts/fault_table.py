@@ -62,7 +62,7 @@ def render(rows: list[dict], source: str) -> str:
     lines = [
         "# Faults: what a run does when the machine fails it",
         "",
-        f"{source} on {when}, on {platform.node()}: 2 cores shared with other work, so the",
+        f"{source}on {when}, on {platform.node()}: 2 cores shared with other work, so the",
         "seconds are loose upper bounds (over the 30 s the tests allow: in bold). The faults are",
         "real, on a tmpfs: filled until the kernel says ENOSPC, remounted read-only, or the run",
         "folder made unwritable for a process without root's override (`setpriv`,",
@@ -72,6 +72,7 @@ def render(rows: list[dict], source: str) -> str:
         "ending on a block boundary: tests/test_search_faults.py).",
         "",
         "- *seconds*: from the fault to the process's exit;",
+        "- *the error line*: as printed (`$TMP`: the test's temporary folder);",
         "- *intact*: every checkpoint the run had when struck is byte-identical afterwards, and no",
         "  partial file is left;",
         "- *resumed = uninterrupted*: once the fault is removed, `fit -c RUN/config.yaml",
@@ -115,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     source = (
         "Rows recorded by the tests below (each row by its test, run with `PROJECT_FAULT_TABLE`"
-        " set;\nall rows in docs/fault_rows.jsonl), written by `python scripts/fault_table.py`,"
+        " set;\nall rows in docs/fault_rows.jsonl), written by `python scripts/fault_table.py`\n"
     )
     if args.rows is None:
         rows_file = Path(tempfile.mkdtemp()) / "rows.jsonl"
