@@ -9,7 +9,6 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 from lightning import LightningDataModule, LightningModule
-from lightning.pytorch.cli import instantiate_module
 from torch.export import Dim
 
 from project.checkpoints import check_checkpoint, read_checkpoint
@@ -45,8 +44,11 @@ def load_model(checkpoint_path: Path, config: dict[str, Any]) -> LightningModule
     # the checkpoint's hyperparameters hold what the CLI linked from the data (input_size, …)
     arguments = {**given, **{k: v for k, v in saved.items() if not k.startswith("_")}}
     class_path = config["model"].get("class_path")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningModule, "model", fail_untyped=False)
+    spec = {"class_path": class_path, "init_args": arguments}
     try:
-        model = instantiate_module(LightningModule, {**arguments, "_class_path": class_path})
+        model = parser.instantiate_classes(parser.parse_object({"model": spec})).model
     except Exception as error:  # jsonargparse: unknown class, not a LightningModule, bad args
         reason = " ".join(str(error).split())[:300]
         raise UserError(f"could not build the model {class_path} of the config: {reason}") from None

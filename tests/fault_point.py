@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from project.callbacks import results
 from project.callbacks.checkpoints import LastCheckpoint
-from project.callbacks.metrics_file import MetricsFile
-from project.callbacks.predictions_file import PredictionsFile
+from project.callbacks.results import RunResults
 from project.checkpoints import AtomicCheckpointIO
 from project.cli import main
 from project.loggers import TensorBoardLogger
@@ -51,7 +51,7 @@ def always(*args: Any, **kwargs: Any) -> bool:
     return True
 
 
-PLACES: dict[str, tuple[type, str, Callable[..., bool]]] = {
+PLACES: dict[str, tuple[object, str, Callable[..., bool]]] = {  # a class or a module
     # the run's first checkpoint: the end of epoch 0 (the best and last.ckpt)
     "first_checkpoint": (AtomicCheckpointIO, "save_checkpoint", always),
     # a periodic last.ckpt (`--last_checkpoint.every_n_train_steps`), over the epoch's one
@@ -62,8 +62,8 @@ PLACES: dict[str, tuple[type, str, Callable[..., bool]]] = {
         "log_metrics",
         lambda self, metrics, step=None: step is not None and step >= TENSORBOARD_STEP,
     ),
-    "metrics_json": (MetricsFile, "_write", always),
-    "predictions_csv": (PredictionsFile, "_write_csv", always),
+    "metrics_json": (RunResults, "write_metrics", always),
+    "predictions_csv": (results, "write_predictions_csv", always),
 }
 
 

@@ -42,6 +42,6 @@ def test_step_costs_times_every_variant(tmp_path: Path) -> None:
     )  # fmt: skip
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
     times = {row[0].removeprefix("| "): float(row[1]) for row in rows[2:]}
-    assert {"template", "Lightning alone", "no callbacks", "without MetricsFile"} <= set(times)
+    assert {"template", "Lightning alone", "no callbacks", "without RunResults"} <= set(times)
     assert all(ms > 0 for ms in times.values())
     assert not list(tmp_path.iterdir())  # its runs' logs go to a folder of its own

@@ -1,12 +1,12 @@
 """Which errors mean another process of the run was killed, and the one line for them
-(project/callbacks/crashes.py); tests/test_process_deaths.py kills real processes."""
+(project/crashes.py); tests/test_process_deaths.py kills real processes."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from project.callbacks.crashes import crash_line, what_crashed
+from project.crashes import crash_line, what_crashed
 
 WORKER_ERRORS = [
     "DataLoader worker (pid 4242) is killed by signal: Killed. ",

@@ -240,7 +240,7 @@ def test_regression_draws_its_predictions_as_values(tmp_path: Path) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from project.callbacks import TensorBoardFigures
+    from project.callbacks import RunResults
 
     data = DigitValues()
     model = ImageClassifier(1, data.input_size, task="regression", backbone=SMALL_CNN)
@@ -248,7 +248,7 @@ def test_regression_draws_its_predictions_as_values(tmp_path: Path) -> None:
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[TensorBoardFigures()],  # in every CLI run (project/run.yaml)
+        callbacks=[RunResults()],  # in every CLI run (project/run.yaml)
         logger=TensorBoardLogger(tmp_path),
         enable_checkpointing=False,
         enable_progress_bar=False,

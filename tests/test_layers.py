@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "task"},  # what every layer names
     # one concern each, none of them knows a model, data or callback
     {"weights", "schedules", "loggers", "figures", "hparams", "checkpoints", "runs"}
-    | {"launch_checks", "files", "run_loggers", "study_storage"},
+    | {"launch_checks", "files", "run_loggers", "study_storage", "crashes"},
     {"data"},
     {"models"},
     {"callbacks"},

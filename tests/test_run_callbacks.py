@@ -20,7 +20,7 @@ def class_paths(callbacks: list) -> list[str]:
 
 
 def short(path: str) -> str:
-    """`project.callbacks.MetricsFile` → `project.MetricsFile`: package and class."""
+    """`project.callbacks.RunResults` → `project.RunResults`: package and class."""
     return f"{path.split('.')[0]}.{path.rsplit('.', 1)[-1]}"
 
 

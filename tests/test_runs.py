@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 import project.checkpoints
 import project.runs
-from project.callbacks.metrics_file import MetricsFile
+from project.callbacks import RunResults
 from project.checkpoints import CheckpointReads
 from project.cli.summary import summary_lines
 from project.errors import UserError
@@ -172,7 +172,7 @@ def test_rank_zero_code_never_asks_for_trainer_log_dir(tmp_path: Path) -> None:
     assert run == tmp_path / "gru" / "version_0"
     used(run)
     module = SimpleNamespace(metric_names=["loss", "acc"], headline="acc")
-    metrics = MetricsFile()
+    metrics = RunResults()
     metrics.on_fit_start(trainer, module)
     metrics.on_fit_end(trainer, module)
     metrics.on_test_end(trainer, module)

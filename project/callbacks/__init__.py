@@ -5,11 +5,8 @@ project/run.yaml (`run_callbacks`, then the `checkpoint:` and `last_checkpoint:`
 from project.callbacks.backbone_freeze import BackboneFreeze
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.callbacks.compile_network import CompileNetwork
-from project.callbacks.crashes import CrashNote
-from project.callbacks.figures import TensorBoardFigures
-from project.callbacks.metrics_file import MetricsFile
 from project.callbacks.non_finite_loss import StopOnNonFiniteLoss
-from project.callbacks.predictions_file import PredictionsFile
+from project.callbacks.results import RunResults
 from project.callbacks.signals import Requeue
 from project.callbacks.speedups import GPUSpeedups
 from project.callbacks.trial_reporter import TrialReporter
@@ -18,12 +15,9 @@ __all__ = [
     # every run (project/run.yaml)
     "BackboneFreeze",
     "BestAndLastCheckpoint",
-    "CrashNote",
     "LastCheckpoint",
-    "MetricsFile",
-    "PredictionsFile",
+    "RunResults",
     "StopOnNonFiniteLoss",
-    "TensorBoardFigures",
     # chosen by a config or a command
     "CompileNetwork",
     "GPUSpeedups",

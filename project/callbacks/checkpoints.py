@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from project.callbacks.signals import StopOnSignal
+from project.crashes import add_resume_note
 from project.errors import UserError
 from project.runs import CHECKPOINTS, CONFIG, checkpoints_of
 
@@ -60,7 +61,8 @@ class LastCheckpoint(StopOnSignal):
     and every `every_n_minutes` and/or `every_n_train_steps` (off when None), in between the
     per-epoch saves of the `checkpoint:` callback. A save costs about the checkpoint's size in
     disk writes: a few MB for the sequence models here, hundreds for a large image model with
-    Adam, which is why the default is by time and not by steps.
+    Adam, which is why the default is by time and not by steps. When another process of the run
+    is killed (a rank, a DataLoader worker), the error says how to resume (project/crashes.py).
     """
 
     def __init__(
@@ -154,6 +156,13 @@ class LastCheckpoint(StopOnSignal):
         if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, error: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, error)
+        # a killed rank or DataLoader worker: the one line printed names how to resume
+        add_resume_note(trainer, error)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_states()}

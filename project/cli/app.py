@@ -14,8 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.optim import Optimizer
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
-from project.callbacks.metrics_file import MetricsFile
-from project.callbacks.predictions_file import PredictionsFile
+from project.callbacks.results import RunResults
 from project.checkpoints import AtomicCheckpointIO, CheckpointReads, checkpoint_step
 from project.cli.any_module import note_settings_the_model_ignores
 from project.cli.carried_settings import NOTES
@@ -34,7 +33,7 @@ RUN_DEFAULTS = Path(__file__).resolve().parents[1] / "run.yaml"
 
 TRAINER_DEFAULTS = {
     # `name` (the experiment) is filled in by ProjectCLI; no placeholder hp_metric: the hparams
-    # tab gets the run's real final metrics from MetricsFile
+    # tab gets the run's real final metrics from RunResults
     "logger": {
         "class_path": "project.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "logs", "name": None, "default_hp_metric": False},
@@ -115,7 +114,7 @@ class ProjectCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = run_callbacks(config)
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.callbacks:
-            if isinstance(callback, MetricsFile | PredictionsFile):
+            if isinstance(callback, RunResults):
                 callback.other_data = getattr(self, "other_data", None)
         # Lightning's writer can truncate a checkpoint when killed (see AtomicCheckpointIO); set
         # here and not in `trainer.plugins`, which an overlay (slurm.yaml) or a flag replaces

@@ -9,9 +9,11 @@ kept something; `ProjectCLI` prints the notes once the model, data and Trainer a
 that a mistake found before then is still the one line of its error.
 
 The function is private (`jsonargparse._typehints`): pyproject.toml caps jsonargparse below the
-next minor release, and tests/test_carried_settings.py fails when a release renames the function
-or stops calling it. Upstream: Lightning-AI/pytorch-lightning#8916 (settings carried over
-silently; closed without a hook) and omni-us/jsonargparse#460 (which settings a switch keeps).
+next minor release, and tests/test_jsonargparse_api.py fails when a release renames the function,
+changes its parameters or stops calling it on a switch. Upstream:
+https://github.com/Lightning-AI/pytorch-lightning/issues/8916 (settings carried over silently;
+closed as won't fix, no hook) and https://github.com/mauvilsa/jsonargparse/issues/460 (open: a
+switched class keeps the previous class's defaults).
 """
 
 from collections.abc import Callable, Iterator

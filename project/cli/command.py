@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from project.callbacks.crashes import crash_line
 from project.cli.app import make_cli
 from project.cli.errors import user_error_in
 from project.cli.lightning_noise import ignore_lightning_noise
+from project.crashes import crash_line
 from project.errors import chain_of
 from project.files import EXIT_CODE, disk_error_line, is_disk_error
 from project.launch_checks import default_threads

@@ -16,6 +16,11 @@ from lightning.pytorch.cli import LightningArgumentParser
 from project.cli.carried_settings import parsed_with_notes
 from project.errors import UserError, chain_of
 
+# jsonargparse reports a parse error as text only, no structured fields, so the lines below and
+# the "Option 'x' is not accepted" pattern are read from its wording: pyproject.toml caps
+# jsonargparse below the next minor release and tests/test_jsonargparse_api.py fails when the
+# installed one words them otherwise. Upstream: https://github.com/mauvilsa/jsonargparse/issues/695
+# (open: union errors are hard to read); no upstream issue asking for errors as data was found.
 NOISE = (
     "Does not validate against any of the Union subtypes",
     "Subtypes:",
@@ -24,6 +29,10 @@ NOISE = (
     "Given value type:",
     "Given value:",
 )
+
+
+# the options that set no value, so have no key among the defaults
+NO_DEFAULT = ("--help", "--print_config")
 
 
 def accepted_options(class_path: str) -> list[str]:
@@ -70,8 +79,12 @@ class ConciseArgumentParser(LightningArgumentParser):
         return parsed_with_notes(partial(super().parse_args, *args, **kwargs))
 
     def options(self) -> list[str]:
-        """Every `--option` this parser or one of its subcommands accepts."""
-        found = [o for o in self._option_string_actions if o.startswith("--")]
+        """Every `--option` this parser or one of its subcommands sets, read from the keys of
+        its defaults (jsonargparse's public view of them; argparse keeps its option strings in
+        a private table). argparse itself suggests nothing for an unknown option
+        (python/cpython#83287, declined)."""
+        keys = self.get_defaults().keys(branches=True)
+        found = [f"--{key}" for key in keys if not key.startswith("__")] + list(NO_DEFAULT)
         for parser in self.subcommands.values():
             found += [o for o in parser.options() if o not in found]
         return found

@@ -82,7 +82,7 @@ class SupervisedModule(LightningModule):
         self.unapplied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]] = []
         self.outputs_checked: set[str] = set()  # stages whose `forward` had the right shape
         self.best_val = MaxMetric() if task == "classification" else MinMetric()
-        # drawn after each validation and test by project.callbacks.figures.TensorBoardFigures
+        # drawn after each validation and test by project.callbacks.results.RunResults
         stages = ("val_", "test_") if task == "classification" else ()
         self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(num_outputs) for s in stages})
 

@@ -83,9 +83,8 @@ class _Discard(list):
 
 
 CALLBACKS = [
-    "MetricsFile", "PredictionsFile", "LearningRateMonitor", "StopOnNonFiniteLoss",
-    "LastCheckpoint", "RunConfigFile", "RichModelSummary",
-    "BestAndLastCheckpoint", "TensorBoardFigures", "BackboneFreeze",
+    "RunResults", "LearningRateMonitor", "StopOnNonFiniteLoss", "LastCheckpoint",
+    "RunConfigFile", "RichModelSummary", "BestAndLastCheckpoint", "BackboneFreeze",
 ]  # fmt: skip
 VARIANTS = {
     "template": {},

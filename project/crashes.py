@@ -9,15 +9,16 @@ says which and how to resume, instead of a traceback.
   "task 1: Killed"). Neither waits for the 30-minute collective timeout, which only a rank that
   is frozen, not dead, would reach.
 
-`CrashNote` adds the resume command to the exception while the trainer is known; `crash_line`
-makes the line that `python -m project` prints (exit code 1). The run loses the steps since its
+`add_resume_note` adds the resume command to the exception while the trainer is known (the
+`last_checkpoint:` callback calls it: project/callbacks/checkpoints.py); `crash_line` makes the
+line that `python -m project` prints (exit code 1). The run loses the steps since its
 last `last.ckpt` (every epoch, and every `last_checkpoint.every_n_minutes`).
 """
 
 import re
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import Trainer
 
 from project.errors import chain_of
 from project.runs import CONFIG, run_folder_on_rank_zero, slurm_job
@@ -50,7 +51,7 @@ def what_crashed(error: BaseException) -> str | None:
 
 def crash_line(error: BaseException) -> str | None:
     """The one `error:` line for a run that another of its processes took down, with the
-    resume command `CrashNote` added; None for any other error."""
+    resume command `add_resume_note` added; None for any other error."""
     what = what_crashed(error)
     if what is None:
         return None
@@ -59,19 +60,16 @@ def crash_line(error: BaseException) -> str | None:
     return f"error: {what}" + (f"; {resume}" if resume else "")
 
 
-class CrashNote(Callback):
-    """Adds to such an error how to resume the run (Lightning calls `on_exception` on every rank
-    before it re-raises). Nothing here talks to the other ranks: they may be gone."""
-
-    def on_exception(
-        self, trainer: Trainer, pl_module: LightningModule, error: BaseException
-    ) -> None:
-        if trainer.state.fn != "fit" or what_crashed(error) is None:
-            return
-        job = slurm_job()
-        if job is not None:  # the requeued job resumes from its own run folder
-            error.add_note(f"resume: scontrol requeue {job}")
-            return
-        run = run_folder_on_rank_zero(trainer)
-        if run is not None and (run / CONFIG).exists():
-            error.add_note(f"resume: python -m project fit -c {run / CONFIG} --ckpt_path last")
+def add_resume_note(trainer: Trainer, error: BaseException) -> None:
+    """Adds to such an error how to resume the run (called from `on_exception`, which Lightning
+    runs on every rank before it re-raises). Nothing here talks to the other ranks: they may be
+    gone."""
+    if trainer.state.fn != "fit" or what_crashed(error) is None:
+        return
+    job = slurm_job()
+    if job is not None:  # the requeued job resumes from its own run folder
+        error.add_note(f"resume: scontrol requeue {job}")
+        return
+    run = run_folder_on_rank_zero(trainer)
+    if run is not None and (run / CONFIG).exists():
+        error.add_note(f"resume: python -m project fit -c {run / CONFIG} --ckpt_path last")
