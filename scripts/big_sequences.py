@@ -4,14 +4,15 @@ whole process tree (the training processes and their DataLoader workers), on 1 p
 2 DDP CPU ranks; then the same model's throughput on a smaller set read from memory (`.npz`)
 and from the folder, side by side.
 
-    python scripts/big_sequences.py --folder /tmp/big --gigabytes 4     # ~15 min on 2 cores
+    python scripts/big_sequences.py --folder /tmp/big --gigabytes 4     # ~5 min here (2 to write)
     python scripts/big_sequences.py --folder /tmp/big --gigabytes 0.01 --small 0.005  # a check
 
 Each run goes through `/usr/bin/time -v` (its "Maximum resident set size" is the largest single
 process), while this script samples /proc every 0.2 s and sums, over the tree, the resident set
-(RSS: pages shared by forked workers count once per process) and the proportional set (PSS:
-shared pages split between the processes sharing them). Results: `<folder>/results.json`.
-Delete the folder afterwards: the data set is only for this measurement.
+(RSS: pages shared by forked workers count once per process), the proportional set (PSS: shared
+pages split between the processes sharing them, other jobs' included) and the tree's memory with
+each page counted once (`tree_memory`). `--runs` picks some of the runs. Results:
+`<folder>/results.json`. Delete the folder afterwards: the data set is only for this measurement.
 """
 
 import argparse
@@ -75,14 +76,42 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in KiB; (0, 0) if it ended."""
+def memory_kib(pid: int) -> tuple[int, int, int, dict[str, int]]:
+    """One process's RSS, PSS, and anonymous and shared-memory PSS in KiB, and the resident
+    KiB of each file it maps less the copied (anonymous) pages of those maps; zeros if it
+    ended."""
     try:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        maps = Path(f"/proc/{pid}/smaps").read_text()
     except OSError:
-        return 0, 0
-    values = dict(re.findall(r"^(Rss|Pss):\s+(\d+) kB", rollup, re.MULTILINE))
-    return int(values.get("Rss", 0)), int(values.get("Pss", 0))
+        return 0, 0, 0, {}
+    values = dict(re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.MULTILINE))
+    own = int(values.get("Pss_Anon", 0)) + int(values.get("Pss_Shmem", 0))
+    files: dict[str, int] = {}
+    name = None
+    for line in maps.splitlines():
+        if line[:1] in "0123456789abcdef" and " " in line and "-" in line.split(" ", 1)[0]:
+            fields = line.split()
+            name = fields[5] if len(fields) > 5 and fields[5].startswith("/") else None
+            if name and name.startswith("/dev/shm"):
+                name = None  # batches in flight: counted in Pss_Shmem
+        elif name and line.startswith(("Rss:", "Anonymous:")):
+            sign = 1 if line.startswith("Rss:") else -1
+            files[name] = files.get(name, 0) + sign * int(line.split()[1])
+    return int(values.get("Rss", 0)), int(values.get("Pss", 0)), own, files
+
+
+def tree_memory(sizes: list[tuple[int, int, int, dict[str, int]]]) -> int:
+    """The tree's memory in KiB with each page counted once, whatever else runs on the machine:
+    anonymous and shared memory split between the tree's processes (PSS: forked workers share
+    their rank's pages), and each mapped file's pages once, at the most any process maps (the
+    processes run the same libraries). The sum of PSS would split the libraries' pages with
+    every other process that maps them, here other jobs' torch."""
+    files: dict[str, int] = {}
+    for *_, mapped in sizes:
+        for name, kib in mapped.items():
+            files[name] = max(files.get(name, 0), kib)
+    return sum(own for _, _, own, _ in sizes) + sum(files.values())
 
 
 def fit(train: Path, workers: int, ddp: bool, logs: Path, batch_size: int) -> dict:
@@ -104,12 +133,13 @@ def fit(train: Path, workers: int, ddp: bool, logs: Path, batch_size: int) -> di
         command += ["-c", str(ROOT / "configs" / "trainer" / "ddp_cpu.yaml")]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak_rss = peak_pss = most = 0
+    peak_rss = peak_pss = peak_tree = most = 0
     started = time.perf_counter()
     while process.poll() is None:
         sizes = [memory_kib(pid) for pid in tree(process.pid)[1:]]  # not `time` itself
-        peak_rss = max(peak_rss, sum(rss for rss, _ in sizes))
-        peak_pss = max(peak_pss, sum(pss for _, pss in sizes))
+        peak_rss = max(peak_rss, sum(size[0] for size in sizes))
+        peak_pss = max(peak_pss, sum(size[1] for size in sizes))
+        peak_tree = max(peak_tree, tree_memory(sizes))
         most = max(most, len(sizes))
         time.sleep(0.2)
     wall = time.perf_counter() - started
@@ -130,6 +160,7 @@ def fit(train: Path, workers: int, ddp: bool, logs: Path, batch_size: int) -> di
         // 1024,
         "tree_peak_rss_mb": peak_rss // 1024,
         "tree_peak_pss_mb": peak_pss // 1024,
+        "tree_peak_mb": peak_tree // 1024,
     }
 
 
@@ -142,6 +173,7 @@ def main() -> None:
     parser.add_argument("--small", type=float, default=0.2, help="GB of the in-memory set")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--runs", nargs="+", help="only these runs (names in results.json)")
     args = parser.parse_args()
     large, small = args.folder / "large", args.folder / "small"
     results = {"machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
@@ -164,6 +196,8 @@ def main() -> None:
         "small_from_folder": (small, 0, False),
     }
     for name, (train, workers, ddp) in runs.items():
+        if args.runs and name not in args.runs:
+            continue
         results[name] = fit(train, workers, ddp, logs, args.batch_size)
         count = results["large_samples" if train == large else "small_samples"]
         trained = count - max(1, round(VAL_SIZE * count))  # the rest validates, once

@@ -41,6 +41,11 @@ DDP_RUN = [
     "--model.init_args.hidden_size", "16", "--data.init_args.batch_size", "250",
     "--trainer.max_epochs", "2", *QUIET,
 ]  # fmt: skip
+# the same run on 2 torchrun nodes × 1 process: configs/trainer/multi_node.yaml, unchanged
+NODES_RUN = [
+    SEQUENCE / "gru.yaml", "-c", CONFIGS / "trainer" / "multi_node.yaml",
+    "--trainer.accelerator", "cpu", "--trainer.devices", "1", *DDP_RUN[3:],
+]  # fmt: skip
 KILL_AT_STEP = 9
 LOST = r"error: rank 0 of 2 lost another rank \(Connection (reset|closed) by peer\): a process of"
 
@@ -109,6 +114,41 @@ def test_a_killed_rank_ends_the_torchrun_run_within_a_minute(
     print(f"torchrun: exit {code} {seconds:.1f} s after the kill; {line}")
 
 
+def test_a_killed_rank_on_the_second_node_ends_both_torchrun_agents_within_a_minute(
+    workdir: Path,
+) -> None:
+    """Rank 1, the process of node 1, killed: both nodes' agents and rank 0 end; node 1's agent
+    names the dead rank, rank 0 says it lost a rank, and the resumed run ends on the weights of
+    a 2-node run never killed."""
+    whole = workdir / "whole"
+    whole.mkdir()
+    agents = torchrun_nodes([*NODES_RUN, *saved_weights(whole)], whole, 2, 1, free_port())
+    assert finish(agents, 300) == [0, 0], (whole / "node0.log").read_text()[-3000:]
+
+    agents = torchrun_nodes([*NODES_RUN, *slowed(workdir), *saved_weights(workdir)], workdir, 2,
+                            1, free_port())  # fmt: skip
+    killed = kill(wait_for_step(workdir / "pids", 1, KILL_AT_STEP, agents))
+    codes = finish(agents, 120)
+    seconds = time.monotonic() - killed
+    logs = [(workdir / f"node{node}.log").read_text() for node in (0, 1)]
+    assert 0 not in codes and seconds < 60, logs[0][-2000:] + logs[1][-2000:]
+    # node 1's agent: the killed rank is the root cause (its only process: local rank 0)
+    root = logs[1].split("Root Cause (first observed failure):")[1]
+    assert re.search(r"rank +: 1 \(local_rank: 0\)\s+exitcode +: -9 .*\(SIGKILL\)", root), root
+    (line,) = error_lines(logs[0]) + error_lines(logs[1])
+    assert re.match(LOST, line), line
+    resume = "python -m project fit -c logs/gru/version_0/config.yaml --ckpt_path last"
+    assert line.endswith(f"; resume: {resume}")
+    run = workdir / "logs" / "gru" / "version_0"
+    assert last_step(run) == 7
+
+    again = torchrun_nodes([resume.split()[5], "--ckpt_path", "last"], workdir, 2, 1,
+                           free_port(), "again")  # fmt: skip
+    assert finish(again, 300) == [0, 0], (workdir / "again0.log").read_text()[-3000:]
+    assert_same_weights(load_weights(workdir / "weights"), load_weights(whole / "weights"))
+    print(f"2 torchrun nodes: exits {codes} {seconds:.1f} s after the kill; {line}")
+
+
 def test_a_killed_rank_fails_the_slurm_job_within_a_minute_and_a_requeue_resumes_it(
     tmp_path: Path, uninterrupted: dict[int, dict]
 ) -> None:
@@ -125,7 +165,9 @@ def test_a_killed_rank_fails_the_slurm_job_within_a_minute_and_a_requeue_resumes
     seconds = time.monotonic() - killed
     log = job.log()
     assert job.states() == {"FAILED"}, log[-3000:]
-    exit_code = job_records(job.id)[0]["ExitCode"]  # the batch script's: srun's
+    # the batch script's (no accounting here for sacct: scontrol's record of the job)
+    exit_code = job_records(job.id)[0]["ExitCode"]
+    assert exit_code != "0:0", exit_code
     assert "srun: error: localhost: task 1: Killed" in log  # Slurm names the dead rank
     lines = error_lines(log)
     assert len(lines) == 1 and re.match(LOST, lines[0]), log[-3000:]
