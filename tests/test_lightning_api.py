@@ -14,6 +14,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
+from project.callbacks.unused_hooks import BATCH_HOOKS, SkipsUnusedHooks
 from project.cli.lightning_noise import (
     RANK_ZERO_LOG,
     SILENCED_LINES,
@@ -115,3 +116,36 @@ def test_the_lines_silenced_are_those_lightning_prints(caplog: pytest.LogCapture
     printed = [record.getMessage() for record in caplog.records]
     assert not [m for m in printed if m.startswith(SILENCED_LINES)]
     assert any(m.startswith("GPU available") for m in printed)
+
+
+class CountsTheBatchHooks(SkipsUnusedHooks):
+    """Implements one per-batch hook; Lightning should call it, and skip the ones set to None."""
+
+    def __init__(self) -> None:
+        self.ends = 0
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.ends += 1
+
+
+class AlsoCountsBackward(CountsTheBatchHooks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backwards = 0
+
+    def on_before_backward(self, *args: Any) -> None:
+        super().on_before_backward(*args)  # Callback's: a subclass's super() is never None
+        self.backwards += 1
+
+
+def test_lightning_skips_a_callback_hook_set_to_none(tmp_path: Path) -> None:
+    """project/callbacks/unused_hooks.py: a per-batch hook a callback does not implement is
+    None on the instance, and Lightning calls only callable hooks. A Lightning that calls every
+    hook regardless fails here with `'NoneType' object is not callable`."""
+    counts, also = CountsTheBatchHooks(), AlsoCountsBackward()
+    assert counts.on_before_backward is None and also.on_before_backward is not None
+    assert {hook for hook in BATCH_HOOKS if getattr(counts, hook) is None} == set(BATCH_HOOKS) - {
+        "on_train_batch_end"
+    }
+    tiny_fit(tmp_path, counts, also, max_epochs=2)
+    assert counts.ends == also.ends == also.backwards == 4  # 2 epochs of 2 batches

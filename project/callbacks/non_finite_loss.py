@@ -3,12 +3,13 @@
 from typing import Any
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 
+from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.errors import TrainingDiverged
 
 
-class StopOnNonFiniteLoss(Callback):
+class StopOnNonFiniteLoss(SkipsUnusedHooks):
     """Stops at the first NaN or infinite training loss, naming the step, the metric and the
     checkpoint to go back to. Raising before the next checkpoint is saved keeps the last good
     checkpoint from being overwritten with broken weights.

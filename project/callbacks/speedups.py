@@ -3,10 +3,12 @@
 from typing import Literal
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
+
+from project.callbacks.unused_hooks import SkipsUnusedHooks
 
 
-class GPUSpeedups(Callback):
+class GPUSpeedups(SkipsUnusedHooks):
     """Applied once when a run starts (`configs/trainer/gpu.yaml` adds it).
 
     - `matmul_precision: high` lets float32 matmuls run on TensorFloat-32 tensor cores (Ampere
