@@ -23,7 +23,10 @@ def test_template_and_hand_written_loop_take_identical_steps(tmp_path: Path) -> 
     for result in workloads.values():  # same batches, same initial weights, same optimizer
         assert result["losses_agree_5_decimals"] and result["max_loss_difference"] == 0.0
         assert result["template_samples_per_s"] > 0 and result["hand_samples_per_s"] > 0
-        for ratio in ("ratio", "cpu_ratio", "lightning_ratio", "lightning_cpu_ratio"):
+        for ratio in (
+            "ratio", "cpu_ratio", "lightning_ratio", "lightning_cpu_ratio", "over_lightning",
+            "over_lightning_cpu",
+        ):  # fmt: skip
             low, median, high = (result[ratio][k] for k in ("low", "median", "high"))
             assert 0 < low <= median <= high
     assert "| (c) per-step overhead" in (tmp_path / "results.md").read_text()

@@ -14,7 +14,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
-from project.callbacks.unused_hooks import BATCH_HOOKS, SkipsUnusedHooks
+from project.callbacks.unused_hooks import BATCH_HOOKS, skip_unused_hooks
 from project.cli.lightning_noise import (
     RANK_ZERO_LOG,
     SILENCED_LINES,
@@ -118,7 +118,7 @@ def test_the_lines_silenced_are_those_lightning_prints(caplog: pytest.LogCapture
     assert any(m.startswith("GPU available") for m in printed)
 
 
-class CountsTheBatchHooks(SkipsUnusedHooks):
+class CountsTheBatchHooks(Callback):
     """Implements one per-batch hook; Lightning should call it, and skip the ones set to None."""
 
     def __init__(self) -> None:
@@ -134,15 +134,16 @@ class AlsoCountsBackward(CountsTheBatchHooks):
         self.backwards = 0
 
     def on_before_backward(self, *args: Any) -> None:
-        super().on_before_backward(*args)  # Callback's: a subclass's super() is never None
+        super().on_before_backward(*args)  # Callback's: the class is untouched, never None
         self.backwards += 1
 
 
 def test_lightning_skips_a_callback_hook_set_to_none(tmp_path: Path) -> None:
     """project/callbacks/unused_hooks.py: a per-batch hook a callback does not implement is
-    None on the instance, and Lightning calls only callable hooks. A Lightning that calls every
-    hook regardless fails here with `'NoneType' object is not callable`."""
+    set to None on the instance, and Lightning calls only callable hooks. A Lightning that calls
+    every hook regardless fails here with `'NoneType' object is not callable`."""
     counts, also = CountsTheBatchHooks(), AlsoCountsBackward()
+    skip_unused_hooks([counts, also])
     assert counts.on_before_backward is None and also.on_before_backward is not None
     assert {hook for hook in BATCH_HOOKS if getattr(counts, hook) is None} == set(BATCH_HOOKS) - {
         "on_train_batch_end"

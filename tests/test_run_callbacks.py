@@ -1,13 +1,16 @@
 """A run's callbacks come by one route, project/run.yaml's `run_callbacks`: `--print_config`
 shows them, the Trainer runs them in that order with `LastCheckpoint` last, an overlay adds one
-with `run_callbacks+:`, and the user's `trainer.callbacks` never replace them."""
+with `run_callbacks+:`, the user's `trainer.callbacks` never replace them, and no callback's
+unimplemented per-batch hook is dispatched."""
 
 from pathlib import Path
 
 import pytest
 import yaml
+from lightning import Callback
 from lightning.pytorch.callbacks import ProgressBar
 
+from project.callbacks.unused_hooks import BATCH_HOOKS
 from project.cli import make_cli
 from project.cli.app import RUN_DEFAULTS
 from tests.conftest import CONFIGS, SEQUENCE, cli
@@ -72,3 +75,8 @@ def test_the_trainer_runs_the_listed_callbacks_in_order(case: str, workdir: Path
     assert len(bars) == (0 if "off" in case else 1)
     if "early_stopping" in " ".join(map(str, args)) or "EarlyStopping" in " ".join(args):
         assert "lightning.EarlyStopping" in names
+    # every callback, whoever's, keeps exactly the per-batch hooks its class implements
+    for callback in built.trainer.callbacks:
+        for hook in BATCH_HOOKS:
+            implemented = getattr(type(callback), hook) is not getattr(Callback, hook)
+            assert callable(getattr(callback, hook)) == implemented, (callback, hook)

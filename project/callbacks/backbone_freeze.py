@@ -15,12 +15,11 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim import Optimizer
 
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.errors import UserError
 from project.models.backbones import is_batch_norm
 
 
-class BackboneFreeze(BaseFinetuning, SkipsUnusedHooks):
+class BackboneFreeze(BaseFinetuning):
     """Trains only the head, and from `unfreeze_at_epoch` on the backbone too at `lr × lr_factor`.
 
     `bn_eval=True`: the frozen backbone's BatchNorm layers run in eval mode, so they normalise

@@ -33,7 +33,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from project.callbacks.signals import StopOnSignal
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.crashes import add_resume_note
 from project.errors import UserError
 from project.runs import CHECKPOINTS, CONFIG, checkpoints_of
@@ -172,7 +171,7 @@ class LastCheckpoint(StopOnSignal):
         self._rng_to_restore = state_dict.get("rng")
 
 
-class BestAndLastCheckpoint(ModelCheckpoint, SkipsUnusedHooks):
+class BestAndLastCheckpoint(ModelCheckpoint):
     """Lightning's `ModelCheckpoint` (the `checkpoint:` key), with `last.ckpt` refreshed at
     the end of every epoch (at every validation) when `save_last` is true.
 

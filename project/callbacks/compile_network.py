@@ -2,14 +2,13 @@
 
 from typing import Literal
 
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 from torch import nn
 
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.errors import UserError
 
 
-class CompileNetwork(SkipsUnusedHooks):
+class CompileNetwork(Callback):
     """Compiles `pl_module.net` (the plain `nn.Module`) when a run sets up.
 
     In place (`nn.Module.compile`): parameter names, checkpoints and `load_from_checkpoint` stay

@@ -3,13 +3,12 @@
 from typing import Any
 
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.errors import TrainingDiverged
 
 
-class StopOnNonFiniteLoss(SkipsUnusedHooks):
+class StopOnNonFiniteLoss(Callback):
     """Stops at the first NaN or infinite training loss, naming the step, the metric and the
     checkpoint to go back to. Raising before the next checkpoint is saved keeps the last good
     checkpoint from being overwritten with broken weights.

@@ -24,7 +24,6 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from project.callbacks.trial_reporter import TrialReporter
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.figures import draw_confusion, draw_predictions
 from project.files import written_whole
 from project.hparams import run_hparams, tab_values
@@ -32,7 +31,7 @@ from project.run_loggers import log_hparams
 from project.runs import CONFIG, METRICS, run_folder_on_rank_zero
 
 
-class RunResults(BasePredictionWriter, SkipsUnusedHooks):
+class RunResults(BasePredictionWriter):
     """Writes `metrics.json` after fit (the last validation), after `validate` and after `test`:
     later values replace earlier ones under the same name, so after `make train` it holds the best
     checkpoint's val and test metrics. `predictions.csv` has the columns `index`, then `predicted`

@@ -14,9 +14,8 @@ from types import FrameType
 from typing import Any
 
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.errors import UserError
 from project.runs import hpc_checkpoints, next_hpc_checkpoint, slurm_job
 
@@ -45,7 +44,7 @@ def after_optimizer_step(trainer: Trainer, batch_idx: int) -> bool:
     return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or last
 
 
-class StopOnSignal(SkipsUnusedHooks):
+class StopOnSignal(Callback):
     """Base of the callbacks that save a checkpoint and stop when the process gets a signal.
 
     The handler only notes the signal. After the next optimizer step, the ranks agree on it

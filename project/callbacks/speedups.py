@@ -3,12 +3,10 @@
 from typing import Literal
 
 import torch
-from lightning import LightningModule, Trainer
-
-from project.callbacks.unused_hooks import SkipsUnusedHooks
+from lightning import Callback, LightningModule, Trainer
 
 
-class GPUSpeedups(SkipsUnusedHooks):
+class GPUSpeedups(Callback):
     """Applied once when a run starts (`configs/trainer/gpu.yaml` adds it).
 
     - `matmul_precision: high` lets float32 matmuls run on TensorFloat-32 tensor cores (Ampere

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.files import naming, written_whole
 from project.runs import run_folder_on_rank_zero
 from project.study_storage import make_storage, patiently
@@ -43,7 +42,7 @@ def make_pruner(
     return optuna.pruners.NopPruner()
 
 
-class TrialReporter(SkipsUnusedHooks):
+class TrialReporter(Callback):
     """Reports the monitored metric to the trial after each validation and stops the run when
     the pruner says so; rank 0 asks, every rank follows its answer (a broadcast), so a pruned
     DDP trial ends on all ranks together. Writes `trial.json` (the best monitored value, whether

@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.callbacks.results import RunResults
+from project.callbacks.unused_hooks import skip_unused_hooks
 from project.checkpoints import AtomicCheckpointIO, CheckpointReads, checkpoint_step
 from project.cli.any_module import note_settings_the_model_ignores
 from project.cli.carried_settings import NOTES
@@ -113,6 +114,7 @@ class ProjectCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         self.trainer_defaults["callbacks"] = run_callbacks(config)
         trainer = super().instantiate_trainer(**kwargs)
+        skip_unused_hooks(trainer.callbacks)  # Lightning's, yours and the template's
         for callback in trainer.callbacks:
             if isinstance(callback, RunResults):
                 callback.other_data = getattr(self, "other_data", None)

@@ -3,13 +3,12 @@
 from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
-from project.callbacks.unused_hooks import SkipsUnusedHooks
 from project.cli.provenance import save_provenance
 from project.cli.run_folder import without_run_identity
 from project.runs import holds
 
 
-class RunConfigFile(SaveConfigCallback, SkipsUnusedHooks):
+class RunConfigFile(SaveConfigCallback):
     """Saves `config.yaml` when a run is fitted, and shows it in TensorBoard's text tab.
 
     `validate`/`test`/`predict` of an existing run log into that run's folder

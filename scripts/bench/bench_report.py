@@ -42,14 +42,16 @@ def markdown(results: dict) -> str:
         "",
         "| workload | template samples/s | hand-written samples/s | template / hand (wall) "
         "| template / hand (CPU time) | Lightning alone / hand (wall; CPU time) "
+        "| template / Lightning alone (wall; CPU time) "
         "| losses agree (5 dp) | peak MB template / hand |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["workloads"].values():
         lines.append(
             f"| {r['what']} | {r['template_samples_per_s']:.0f} | {r['hand_samples_per_s']:.0f} "
             f"| {spread(r['ratio'])} | {spread(r['cpu_ratio'])} "
             f"| {spread(r['lightning_ratio'])}; {spread(r['lightning_cpu_ratio'])} "
+            f"| {spread(r['over_lightning'])}; {spread(r['over_lightning_cpu'])} "
             f"| {'yes' if r['losses_agree_5_decimals'] else 'no'} "
             f"| {r['template_peak_mb']:.0f} / {r['hand_peak_mb']:.0f} |"
         )

@@ -138,6 +138,11 @@ def run_all(names: list[str], repeats: int, gpu: bool, out: Path, quick: bool = 
             "lightning_cpu_ratio": summary(
                 ratios(runs["lightning"], runs["hand"], "cpu_samples_per_s")
             ),
+            # the yardstick for the template's own cost: against Lightning, same round
+            "over_lightning": summary(ratios(runs["template"], runs["lightning"])),
+            "over_lightning_cpu": summary(
+                ratios(runs["template"], runs["lightning"], "cpu_samples_per_s")
+            ),
             "losses_agree_5_decimals": agree,
             "max_loss_difference": max(
                 (abs(a - b) for a, b in zip(template_losses, hand_losses, strict=False)),
