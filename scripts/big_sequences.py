@@ -114,8 +114,9 @@ def tree_memory(sizes: list[tuple[int, int, int, dict[str, int]]]) -> int:
     return sum(own for _, _, own, _ in sizes) + sum(files.values())
 
 
-def fit(train: Path, workers: int, ddp: bool, logs: Path, batch_size: int) -> dict:
-    """One epoch of a small GRU over `train` under `/usr/bin/time -v`, the tree sampled."""
+def fit(train: Path, workers: int, ddp: str | None, logs: Path, batch_size: int) -> dict:
+    """One epoch of a small GRU over `train` under `/usr/bin/time -v`, the tree sampled; `ddp`:
+    the strategy of 2 CPU ranks (`ddp` starts rank 1 as a new process, `ddp_fork` forks both)."""
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "project", "fit"]
     command += ["--model", "SequenceClassifier", "--model.init_args.hidden_size", "16"]
     command += ["--data", "SequenceFileDataModule", "--data.init_args.train", str(train)]
@@ -128,9 +129,10 @@ def fit(train: Path, workers: int, ddp: bool, logs: Path, batch_size: int) -> di
     ]
     command += ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     command += ["--trainer.logger.init_args.save_dir", str(logs)]
-    command += ["--experiment", train.name + ("-ddp" if ddp else "")]
+    command += ["--experiment", train.name + (f"-{ddp}" if ddp else "")]
     if ddp:
         command += ["-c", str(ROOT / "configs" / "trainer" / "ddp_cpu.yaml")]
+        command += ["--trainer.strategy", ddp]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak_rss = peak_pss = peak_tree = most = 0
@@ -150,6 +152,7 @@ def fit(train: Path, workers: int, ddp: bool, logs: Path, batch_size: int) -> di
     return {
         "train": str(train),
         "ddp_ranks": 2 if ddp else 1,
+        "strategy": ddp,
         "workers_per_rank": workers,
         "processes_at_most": most,
         "fit_seconds": fit_seconds,
@@ -187,13 +190,14 @@ def main() -> None:
     # the small set's runs with workers are the memory baseline of the large set's: what the
     # processes hold whatever the data's size
     runs = {
-        "large_1_process": (large, args.workers, False),
-        "large_2_ddp_ranks": (large, args.workers, True),
-        "large_2_ddp_ranks_no_workers": (large, 0, True),
-        "small_from_folder_workers": (small, args.workers, False),
-        "small_2_ddp_ranks": (small, args.workers, True),
-        "small_in_memory": (npz, 0, False),
-        "small_from_folder": (small, 0, False),
+        "large_1_process": (large, args.workers, None),
+        "large_2_ddp_ranks": (large, args.workers, "ddp"),
+        "large_2_ddp_ranks_no_workers": (large, 0, "ddp"),
+        "large_2_ddp_fork_ranks": (large, args.workers, "ddp_fork"),
+        "small_from_folder_workers": (small, args.workers, None),
+        "small_2_ddp_ranks": (small, args.workers, "ddp"),
+        "small_in_memory": (npz, 0, None),
+        "small_from_folder": (small, 0, None),
     }
     for name, (train, workers, ddp) in runs.items():
         if args.runs and name not in args.runs:

@@ -14,13 +14,13 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
-from project.callbacks.unused_hooks import BATCH_HOOKS, skip_unused_hooks
 from project.cli.lightning_noise import (
     RANK_ZERO_LOG,
     SILENCED_LINES,
     helpful,
     ignore_lightning_noise,
 )
+from project.cli.unused_hooks import BATCH_HOOKS, skip_unused_hooks
 
 
 class RecordedWrites(TorchCheckpointIO):
@@ -139,7 +139,7 @@ class AlsoCountsBackward(CountsTheBatchHooks):
 
 
 def test_lightning_skips_a_callback_hook_set_to_none(tmp_path: Path) -> None:
-    """project/callbacks/unused_hooks.py: a per-batch hook a callback does not implement is
+    """project/cli/unused_hooks.py: a per-batch hook a callback does not implement is
     set to None on the instance, and Lightning calls only callable hooks. A Lightning that calls
     every hook regardless fails here with `'NoneType' object is not callable`."""
     counts, also = CountsTheBatchHooks(), AlsoCountsBackward()

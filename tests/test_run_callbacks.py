@@ -10,9 +10,9 @@ import yaml
 from lightning import Callback
 from lightning.pytorch.callbacks import ProgressBar
 
-from project.callbacks.unused_hooks import BATCH_HOOKS
 from project.cli import make_cli
 from project.cli.app import RUN_DEFAULTS
+from project.cli.unused_hooks import BATCH_HOOKS
 from tests.conftest import CONFIGS, SEQUENCE, cli
 
 LISTED = [spec["class_path"] for spec in yaml.safe_load(RUN_DEFAULTS.read_text())["run_callbacks"]]

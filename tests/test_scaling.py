@@ -126,6 +126,40 @@ def test_bf16_mixed_trains_on_cpu(workdir: Path) -> None:
     assert len(losses) == 3 and losses[-1] < losses[0] / 2, losses
 
 
+def summary_of(run: subprocess.CompletedProcess) -> list[str]:
+    """The lines of the summary `fit` prints at its end (between its two rules)."""
+    lines = run.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("fit took"))
+    return [line for line in lines[start:] if not line.startswith("─")]
+
+
+@pytest.mark.slow
+def test_ddp_fork_and_spawn_end_as_ddp_does(workdir: Path) -> None:
+    """`ddp_fork` and `ddp_spawn` train in processes they start, which send back the weights but
+    not the steps or the best score: the run still has one folder, the same weights as `ddp`,
+    and a summary that counts its steps and names that folder."""
+    common = ["fit", "-c", GRU, *TINY, "--trainer.max_epochs", "2", "-c", TRAINER / "ddp_cpu.yaml"]
+    summaries, weights = {}, {}
+    for number, strategy in enumerate(("ddp", "ddp_fork", "ddp_spawn")):
+        run = cli_process(*common, "--trainer.strategy", strategy, cwd=workdir)
+        assert run.returncode == 0, run.stderr[-3000:]
+        folder = workdir / "logs" / "gru" / f"version_{number}"
+        assert sorted(p.name for p in (workdir / "logs" / "gru").iterdir()) == [
+            f"version_{n}" for n in range(number + 1)
+        ]  # no empty folder from the process that started the ranks
+        summaries[strategy] = [
+            line.replace(f"version_{number}", "version_N") for line in summary_of(run)[1:]
+        ]
+        assert summary_of(run)[0].endswith("(2 epochs, 14 steps)"), summary_of(run)
+        assert f"run folder: logs/gru/version_{number}  (metrics.json" in run.stdout
+        weights[strategy] = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert summaries["ddp_fork"] == summaries["ddp_spawn"] == summaries["ddp"]
+    assert any(line.startswith("best val/loss: ") for line in summaries["ddp"])
+    for strategy in ("ddp_fork", "ddp_spawn"):
+        for key, value in weights["ddp"]["state_dict"].items():
+            assert torch.equal(value, weights[strategy]["state_dict"][key]), (strategy, key)
+
+
 @pytest.mark.slow
 def test_fp16_on_cpu_says_it_uses_bf16(workdir: Path) -> None:
     result = cli_process(

@@ -15,7 +15,6 @@ from torch.optim import Optimizer
 
 from project.callbacks.checkpoints import BestAndLastCheckpoint, LastCheckpoint
 from project.callbacks.results import RunResults
-from project.callbacks.unused_hooks import skip_unused_hooks
 from project.checkpoints import AtomicCheckpointIO, CheckpointReads, checkpoint_step
 from project.cli.any_module import note_settings_the_model_ignores
 from project.cli.carried_settings import NOTES
@@ -24,6 +23,7 @@ from project.cli.run_config import RunConfigFile
 from project.cli.run_folder import name_experiment, start_run_folder, use_run_folder
 from project.cli.setting_checks import check_settings
 from project.cli.summary import print_run_summary
+from project.cli.unused_hooks import skip_unused_hooks
 from project.errors import UserError
 from project.launch_checks import check_launch, run_here
 from project.models.contract import check_init_of
@@ -158,6 +158,11 @@ class ProjectCLI(LightningCLI):
         # the summary then says what this process did and what the whole run did
         self.resumed_from = checkpoint_step(checkpoint) if checkpoint else None
         self.fit_started = time.monotonic()
+        if self.trainer.is_global_zero:
+            # decided now, before `ddp_fork` or `ddp_spawn` start the processes that train: they
+            # inherit it, and this one's summary names their run folder (not a new, empty one)
+            for logger in self.trainer.loggers:
+                _ = logger.version
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback

@@ -3,11 +3,12 @@
 import re
 from pathlib import Path
 
+import torch
 from lightning import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
-from project.runs import CONFIG, run_folder_on_rank_zero
+from project.runs import CONFIG, latest_checkpoint, run_folder_on_rank_zero
 
 
 def print_run_summary(trainer: Trainer, seconds: float, resumed_from: int | None = None) -> None:
@@ -24,7 +25,14 @@ def print_run_summary(trainer: Trainer, seconds: float, resumed_from: int | None
 
 
 def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) -> list[str]:
+    # only rank 0 prints the summary; a run folder only where a logger made one
+    run = run_folder_on_rank_zero(trainer) if trainer.logger else None
     epochs, steps = trainer.current_epoch, trainer.global_step
+    best = trainer.checkpoint_callback
+    best_score = getattr(best, "best_model_score", None)
+    ranks_started = trained_in_processes_started(trainer, run)
+    if ranks_started is not None:
+        epochs, steps, best_score = ranks_started
     if resumed_from is None:
         lines = [f"fit took {seconds:.1f} s ({epochs} epochs, {steps} steps)"]
     else:
@@ -32,12 +40,11 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
             f"fit took {seconds:.1f} s: resumed at step {resumed_from}, trained "
             f"{steps - resumed_from} steps to step {steps}; the run has {epochs} epochs"
         ]
-    best = trainer.checkpoint_callback
     if best is not None and getattr(best, "best_model_path", ""):
         epoch = re.search(r"epoch=(\d+)", Path(best.best_model_path).name)
         at = f" at epoch {epoch.group(1)}" if epoch else ""
         lines.append(f"best checkpoint: {best.best_model_path}")
-        score = best.best_model_score
+        score = best_score
         if score is not None:  # unknown after a resume from a checkpoint outside a run folder
             lines.append(f"best {best.monitor}: {float(score):.4f}{at}")
     averaging = [c for c in trainer.callbacks if isinstance(c, WeightAveraging)]
@@ -50,8 +57,6 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
     tests = {k: v.item() for k, v in metrics if k.startswith(("test/", "test_"))}
     if tests:
         lines.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(tests.items())))
-    # only rank 0 prints the summary; a run folder only where a logger made one
-    run = run_folder_on_rank_zero(trainer) if trainer.logger else None
     if run is not None and (run / CONFIG).exists():
         which = "best" if best is not None and getattr(best, "best_model_path", "") else "last"
         lines += [
@@ -61,6 +66,24 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
             f"predict:    python -m project predict -c {run}/config.yaml --ckpt_path {which}",
         ]
     return lines
+
+
+def trained_in_processes_started(
+    trainer: Trainer, run: Path | None
+) -> tuple[int, int, float | None] | None:
+    """Epochs, steps and best score of a fit that `ddp_fork` or `ddp_spawn` ran in processes they
+    started: those send this one the weights, the state and the metrics, not the loops' progress
+    or the best score, so they come from the `last.ckpt` rank 0 wrote. None where this process
+    trained (its trainer counted steps) or no last checkpoint says."""
+    last = None if run is None else latest_checkpoint(run)
+    if trainer.global_step or last is None:
+        return None
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    best = trainer.checkpoint_callback
+    state = checkpoint.get("callbacks", {}).get(getattr(best, "state_key", None), {})
+    score = state.get("best_model_score")
+    return epochs, int(checkpoint["global_step"]), None if score is None else float(score)
 
 
 def curves_line(trainer: Trainer, run: Path) -> str:
