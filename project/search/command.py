@@ -94,6 +94,32 @@ def threads_per_worker(jobs: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(max(1, usable_cores() // jobs))}
 
 
+def search_with_workers(search: Search, args: argparse.Namespace, argv: list[str]) -> None:
+    """Prepares the study, then runs `--jobs` workers (this command with `--worker K`) to its
+    end and writes the report; exits with a failed worker's code where each said why."""
+    _, monitor, direction = search.check()
+    study = search.study(direction)
+    for key, value in (("monitor", monitor), ("configs", args.config), ("space", str(args.space))):
+        study.set_user_attr(key, value)
+    print(f"study {search.name}: {direction} {monitor}, {args.trials} trials, storage "
+          f"{search.storage_url}", flush=True)  # fmt: skip
+    if args.prepare:
+        return
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "project.search", *argv, "--worker", str(k)],
+            env=child_env() | threads_per_worker(args.jobs),
+        )
+        for k in range(args.jobs)
+    ]
+    codes = [worker.wait() for worker in workers]
+    if any(codes):
+        if all(code in (0, 2, EXIT_CODE) for code in codes):
+            sys.exit(max(codes))  # each failed worker said why, in one `error:` line
+        raise UserError(f"a worker failed (exit codes {codes})")
+    write_report(search.study(), search.folder)
+
+
 def main(argv: list[str] | None = None) -> None:
     args, fit_flags = parse(sys.argv[1:] if argv is None else argv)
     search = Search(args, fit_flags)
@@ -104,38 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.worker is not None:
             SearchWorker(args, fit_flags).work(args.worker)
             return
-        _, monitor, direction = search.check()
-        study = search.study(direction)
-        for key, value in (
-            ("monitor", monitor),
-            ("configs", args.config),
-            ("space", str(args.space)),
-        ):
-            study.set_user_attr(key, value)
-        print(f"study {search.name}: {direction} {monitor}, {args.trials} trials, storage "
-              f"{search.storage_url}", flush=True)  # fmt: skip
-        if args.prepare:
-            return
-        workers = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "project.search",
-                    *(argv or sys.argv[1:]),
-                    "--worker",
-                    str(k),
-                ],
-                env=child_env() | threads_per_worker(args.jobs),
-            )  # fmt: skip
-            for k in range(args.jobs)
-        ]
-        codes = [worker.wait() for worker in workers]
-        if any(codes):
-            if all(code in (0, 2, EXIT_CODE) for code in codes):
-                sys.exit(max(codes))  # each failed worker said why, in one `error:` line
-            raise UserError(f"a worker failed (exit codes {codes})")
-        write_report(search.study(), search.folder)
+        search_with_workers(search, args, argv or sys.argv[1:])
     except UserError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)

@@ -70,21 +70,7 @@ class SearchWorker(Search):
             patiently(lambda k=key, v=value: storage.set_trial_user_attr(trial_id, k, v))
         (run / RESULT).unlink(missing_ok=True)
         checkpoint = latest_checkpoint(run) if run.is_dir() else None
-        command = [
-            *self.fit_command(),
-            *flags(params),
-            *("--experiment", str(run.parent.relative_to("logs"))),
-            *("--trainer.logger.init_args.version", run.name),
-            *("--trainer.default_root_dir", str(run)),
-            *(["--ckpt_path", str(checkpoint)] if checkpoint else []),
-        ]
-        settings = {"storage": self.storage_url, "study": self.name, "number": number}
-        settings |= self.pruner_settings()
-        reporter = {"class_path": "project.callbacks.TrialReporter", "init_args": settings}
-        command += ["--run_callbacks+", json.dumps(reporter)]
-        if slurm_job() is not None:  # every rank a task of this job's step
-            tasks = os.environ.get("SLURM_NTASKS", "1")
-            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command]
+        command = self.trial_command(number, params, run, checkpoint)
         env = child_env()
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / f"trial-{number:04d}.out"
@@ -121,6 +107,28 @@ class SearchWorker(Search):
         # told patiently: a trial that ran must not be lost to a database restarting meanwhile
         patiently(lambda: self.tell(study, storage, trial_id, number, result, code, log))
         return result is None and code == 0
+
+    def trial_command(
+        self, number: int, params: dict[str, Any], run: Path, checkpoint: Path | None
+    ) -> list[str]:
+        """`python -m project fit` for a trial: its parameters, its run folder, the checkpoint it
+        continues from, and its reporter; under Slurm, every rank a task of this job's step."""
+        command = [
+            *self.fit_command(),
+            *flags(params),
+            *("--experiment", str(run.parent.relative_to("logs"))),
+            *("--trainer.logger.init_args.version", run.name),
+            *("--trainer.default_root_dir", str(run)),
+            *(["--ckpt_path", str(checkpoint)] if checkpoint else []),
+        ]
+        settings = {"storage": self.storage_url, "study": self.name, "number": number}
+        settings |= self.pruner_settings()
+        reporter = {"class_path": "project.callbacks.TrialReporter", "init_args": settings}
+        command += ["--run_callbacks+", json.dumps(reporter)]
+        if slurm_job() is not None:
+            tasks = os.environ.get("SLURM_NTASKS", "1")
+            command = ["srun", f"--ntasks={tasks}", "--kill-on-bad-exit=1", *command]
+        return command
 
     def tell(self, study: optuna.Study, storage: optuna.storages.BaseStorage, trial_id: int,
              number: int, result: dict | None, code: int, log: Path) -> None:  # fmt: skip
