@@ -61,11 +61,16 @@ def check_checkpoint(
     return checkpoint
 
 
+def read_checkpoint_state(path: Path) -> dict:
+    """A checkpoint file memory-mapped: its counters and callback states read, its weights not."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def checkpoint_step(checkpoint: Path | dict) -> int:
     """The global step a checkpoint (a file, or one read) was saved at: the first step a run
-    resumed from it logs. A file is memory-mapped: its weights are not read."""
+    resumed from it logs."""
     if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = read_checkpoint_state(checkpoint)
     return int(checkpoint.get("global_step", 0))
 
 

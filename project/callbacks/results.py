@@ -7,8 +7,9 @@
 - figures: the confusion matrix and, for images, a grid of sample predictions, drawn into the
   run's loggers at the end of each validation and test (project/figures.py draws them).
 
-One callback, not three: Lightning calls every callback at every hook of every step, so each
-one costs a small model's step a few microseconds (scripts/bench/step_costs.py).
+One callback, not three: Lightning calls each callback at every step's hooks it implements
+(project/cli/unused_hooks.py skips the rest), each call a few microseconds of a small model's
+step (scripts/bench/step_costs.py).
 """
 
 import csv

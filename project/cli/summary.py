@@ -3,11 +3,11 @@
 import re
 from pathlib import Path
 
-import torch
 from lightning import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
+from project.checkpoints import checkpoint_step, read_checkpoint_state
 from project.runs import CONFIG, latest_checkpoint, run_folder_on_rank_zero
 
 
@@ -44,9 +44,8 @@ def summary_lines(trainer: Trainer, seconds: float, resumed_from: int | None) ->
         epoch = re.search(r"epoch=(\d+)", Path(best.best_model_path).name)
         at = f" at epoch {epoch.group(1)}" if epoch else ""
         lines.append(f"best checkpoint: {best.best_model_path}")
-        score = best_score
-        if score is not None:  # unknown after a resume from a checkpoint outside a run folder
-            lines.append(f"best {best.monitor}: {float(score):.4f}{at}")
+        if best_score is not None:  # unknown after a resume from a checkpoint outside a run
+            lines.append(f"best {best.monitor}: {float(best_score):.4f}{at}")
     averaging = [c for c in trainer.callbacks if isinstance(c, WeightAveraging)]
     if averaging:
         lines.append(
@@ -78,12 +77,12 @@ def trained_in_processes_started(
     last = None if run is None else latest_checkpoint(run)
     if trainer.global_step or last is None:
         return None
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint_state(last)
     epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
     best = trainer.checkpoint_callback
     state = checkpoint.get("callbacks", {}).get(getattr(best, "state_key", None), {})
     score = state.get("best_model_score")
-    return epochs, int(checkpoint["global_step"]), None if score is None else float(score)
+    return epochs, checkpoint_step(checkpoint), None if score is None else float(score)
 
 
 def curves_line(trainer: Trainer, run: Path) -> str:

@@ -171,7 +171,8 @@ class SearchWorker(Search):
         now = time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = trial.user_attrs.get("heartbeat", trial.datetime_start.timestamp())
-            if now - beat < self.args.stale_after and not worker_gone(trial.user_attrs):
+            gone = worker_gone(trial.user_attrs)
+            if now - beat < self.args.stale_after and not gone:
                 continue
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
@@ -180,7 +181,7 @@ class SearchWorker(Search):
             retry_of = trial.user_attrs.get("retry_of", trial.number)
             retries = sum(t.user_attrs.get("retry_of") == retry_of for t in study.trials)
             why = f"no heartbeat for {now - beat:.0f} s"
-            if worker_gone(trial.user_attrs):
+            if gone:
                 why = f"its worker {trial.user_attrs['worker']} has ended"
             stale = f"trial {trial.number} stale ({why})"
             if retries >= self.args.max_retries:  # a trial that kills its worker every time
